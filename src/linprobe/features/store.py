@@ -1,0 +1,118 @@
+"""HDF5 embedding store: one file per backbone (the contract in DESIGN.md).
+
+Layout of ``<name>.h5``::
+
+    embeddings  (N, D) float32, chunked by rows
+    ids         (N,)   UTF-8 strings, stable relative paths of the images
+    labels      (N,)   int64 class index, or (N, C) uint8 multi-hot
+    split       (N,)   uint8 codes, index into SPLITS
+    attrs       backbone spec, weights, preprocessing, image size, embedding dim, class names,
+                task, dataset fingerprint, versions, device, seconds, images/s, ...
+
+Attribute values that are not scalars or strings are stored as JSON strings and decoded on read.
+This module never imports torch, so the report can read embeddings without it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_CODES: dict[str, int] = {name: code for code, name in enumerate(SPLITS)}
+TASKS: tuple[str, ...] = ("multiclass", "multilabel")
+
+_JSON_PREFIX = "json:"
+
+
+def encode_attr(value: Any) -> Any:
+    """Return an HDF5-storable form of ``value`` (str/int/float kept, the rest as JSON)."""
+    if isinstance(value, (str, int, float, bool, np.integer, np.floating)):
+        return value
+    return _JSON_PREFIX + json.dumps(value)
+
+
+def decode_attr(value: Any) -> Any:
+    """Inverse of :func:`encode_attr`."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str) and value.startswith(_JSON_PREFIX):
+        return json.loads(value[len(_JSON_PREFIX):])
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass
+class EmbeddingSet:
+    """Everything one backbone's HDF5 file holds, in memory.
+
+    embeddings: (N, D) float32; ids: (N,) str; labels: (N,) int64 or (N, C) uint8;
+    split: (N,) uint8 codes into SPLITS.
+    """
+
+    embeddings: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    class_names: list[str]
+    task: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def mask(self, split: str) -> np.ndarray:
+        """Boolean (N,) mask of the rows in ``split`` ('train', 'val' or 'test')."""
+        if split not in SPLIT_CODES:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.split == SPLIT_CODES[split]
+
+    def subset(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X (n, D) float32, y (n,) or (n, C), ids (n,)) of one split."""
+        m = self.mask(split)
+        return self.embeddings[m], self.labels[m], self.ids[m]
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """Decoded attributes of an embeddings file, without loading the arrays."""
+    with h5py.File(path, "r") as f:
+        return {k: decode_attr(v) for k, v in f.attrs.items()}
+
+
+def read_embeddings(path: str | Path, *, load_embeddings: bool = True) -> EmbeddingSet:
+    """Load an embeddings file written by the extractor.
+
+    With ``load_embeddings=False`` the (N, D) matrix is left out (an empty (N, 0) array), which
+    is enough for summaries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"embeddings file {path} does not exist; run `linprobe extract ... --out {path}` first"
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 embeddings file: {exc}") from exc
+    with f:
+        missing = [k for k in ("embeddings", "ids", "labels", "split") if k not in f]
+        if missing:
+            raise ValueError(f"{path} is missing datasets {missing}; re-run the extraction")
+        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+        n = f["ids"].shape[0]
+        emb = f["embeddings"][...] if load_embeddings else np.empty((n, 0), np.float32)
+        ids = f["ids"].asstr()[...].astype(object)
+        labels = f["labels"][...]
+        split = f["split"][...].astype(np.uint8)
+    return EmbeddingSet(
+        embeddings=np.asarray(emb, dtype=np.float32),
+        ids=ids,
+        labels=labels,
+        split=split,
+        class_names=list(attrs.get("class_names", [])),
+        task=str(attrs.get("task", "multiclass")),
+        attrs=attrs,
+    )
