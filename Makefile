@@ -1,0 +1,40 @@
+# The README's two commands:  `make demo`  and  `make test`.
+# Both set everything up from nothing (a virtual environment in .venv) and are safe to re-run.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARCH   := $(shell uname -m)
+# PyTorch builds known to work here (x86_64 from the local wheel cache, aarch64 a CPU build).
+ifeq ($(ARCH),aarch64)
+TORCH  := torch==2.9.1 torchvision==0.24.1
+else
+TORCH  := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: setup demo test system-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# Whole pipeline on the bundled demo data: extract -> train -> report, via `dvc repro`.
+demo: setup
+	$(BIN)/linprobe check --params params.yaml
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@echo ""
+	@echo "Report: $(abspath artifacts/report/index.html)"
+
+test: setup system-deps
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf artifacts dvc.lock .dvc/cache .dvc/tmp

@@ -1,0 +1,172 @@
+"""The `linprobe` command: thin entry points that dvc.yaml (and users) call.
+
+Heavy imports (torch, sklearn) happen inside each command so that `linprobe report` never loads
+torch and `linprobe --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from linprobe.pipeline.params import DEVICES, ON_ERROR, PRECISIONS, ParamsError, load_params
+
+
+def _image_size(text: str) -> int | None:
+    """`--image-size`: a pixel count, or auto/none for the weights' own size."""
+    if text.lower() in ("auto", "none", "null", ""):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from linprobe.features.extract import extract_embeddings
+
+    out = extract_embeddings(
+        args.backbone, args.data, args.out, image_size=args.image_size,
+        batch_size=args.batch_size, device=args.device, num_workers=args.workers,
+        on_error=args.on_error, precision=args.precision, layer=args.layer,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+    )
+    print(f"embeddings written to {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from linprobe.models.train import train_probe
+
+    options: dict = {}
+    seed = args.seed
+    if args.params:
+        params = load_params(args.params)
+        if args.probe not in params.probes:
+            raise ParamsError(f"{params.source}: probes.{args.probe} is not defined; "
+                              f"defined probes: {', '.join(params.probes)}")
+        options = params.probes[args.probe]
+        seed = params.seed if seed is None else seed
+    metrics = train_probe(args.embeddings, args.probe, args.out_dir, options=options,
+                          seed=0 if seed is None else seed)
+    headline = metrics.get("headline", "accuracy")
+    value = metrics.get("test", {}).get(headline)
+    print(f"{metrics.get('backbone')} / {args.probe}: test {headline} = {value:.4f}"
+          if isinstance(value, float) else f"trained {args.probe}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from linprobe.reports.build import build_report
+
+    out = build_report(args.artifacts, args.out, params_file=args.params)
+    print(f"report written to {Path(out).resolve()}")
+
+
+def cmd_backbones(args: argparse.Namespace) -> None:
+    from linprobe.features.backbones import list_backbones
+
+    rows = list_backbones()
+    if args.filter:
+        rows = [r for r in rows if args.filter.lower() in str(r.get("name", "")).lower()]
+    keys = ["name", "embed_dim", "weights", "offline"]
+    table = [[str(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(row[i]) for row in table)) if table else len(k)
+              for i, k in enumerate(keys)]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    data = Path(params.data.path)
+    if not data.exists():
+        raise ParamsError(f"{params.source}: data.path {str(data)!r} does not exist; point it at an "
+                          f"image folder or a CSV manifest")
+    print(f"{params.source}: OK ({len(params.backbones)} backbones x {len(params.probes)} probes)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="linprobe", description=(
+        "Compare frozen pretrained vision backbones with linear probes on your images."))
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    ex = sub.add_parser("extract", help="run one backbone over a dataset, write embeddings (HDF5)")
+    ex.add_argument("--backbone", required=True,
+                    help="spec, e.g. lite:efficientnet-lite0, torchvision:resnet50[:WEIGHTS|:none]")
+    ex.add_argument("--data", required=True, help="image folder or CSV manifest (path,label[,split])")
+    ex.add_argument("--out", required=True, type=Path, help="output .h5 file")
+    ex.add_argument("--image-size", type=_image_size, default=None,
+                    help="input size in px (default: the weights' own)")
+    ex.add_argument("--batch-size", type=_positive_int, default=64)
+    ex.add_argument("--device", choices=DEVICES, default="auto")
+    ex.add_argument("--precision", choices=PRECISIONS, default="auto")
+    ex.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: auto)")
+    ex.add_argument("--on-error", choices=ON_ERROR, default="fail",
+                    help="unreadable image: stop (fail) or record and leave it out (skip)")
+    ex.add_argument("--layer", default=None, help="intermediate layer name (default: penultimate)")
+    ex.add_argument("--val-fraction", type=float, default=0.1,
+                    help="val share when the data defines no split")
+    ex.add_argument("--test-fraction", type=float, default=0.2,
+                    help="test share when the data defines no split")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the split when the data has none")
+    ex.set_defaults(func=cmd_extract)
+
+    tr = sub.add_parser("train", help="fit one probe on an embeddings file, score it")
+    tr.add_argument("--embeddings", required=True, type=Path)
+    tr.add_argument("--probe", required=True, help="logreg, linear_svm, knn, ovr_logreg, ...")
+    tr.add_argument("--out-dir", required=True, type=Path, help="artifacts root")
+    tr.add_argument("--params", type=Path, default=None,
+                    help="params.yaml to read probes.<probe> options and seed from")
+    tr.add_argument("--seed", type=int, default=None)
+    tr.set_defaults(func=cmd_train)
+
+    rp = sub.add_parser("report", help="write the HTML report from the artifacts")
+    rp.add_argument("--artifacts", required=True, type=Path)
+    rp.add_argument("--out", required=True, type=Path)
+    rp.add_argument("--params", type=Path, default=None, help="params.yaml, shown in the report")
+    rp.set_defaults(func=cmd_report)
+
+    bb = sub.add_parser("backbones", help="list the backbones linprobe can load")
+    bb.add_argument("filter", nargs="?", default=None, help="substring to filter names")
+    bb.set_defaults(func=cmd_backbones)
+
+    ck = sub.add_parser("check", help="validate params.yaml before `dvc repro`")
+    ck.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ck.set_defaults(func=cmd_check)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("linprobe: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, LookupError) as exc:
+        # Bad input: one clear line (the message names the file/param and the fix);
+        # LINPROBE_DEBUG=1 shows the traceback for bug reports.
+        if os.environ.get("LINPROBE_DEBUG"):
+            raise
+        print(f"linprobe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

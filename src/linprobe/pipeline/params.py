@@ -1,0 +1,163 @@
+"""params.yaml -> validated dataclasses.
+
+Only `linprobe.pipeline` reads params.yaml; library code takes plain arguments. Every error names
+the file and the key path (``params.yaml: extract.batch_size must be ...``) and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+ON_ERROR = ("fail", "skip")
+# Backbone names become file and DVC stage names (extract@<name>, train@<name>-<probe>).
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    path: str
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    image_size: int | None = None  # None: the size the weights were trained at
+    batch_size: int = 64
+    device: str = "auto"
+    precision: str = "auto"
+    on_error: str = "fail"
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    extract: ExtractParams
+    backbones: dict[str, str]                      # name -> spec
+    probes: dict[str, dict[str, Any]]              # name -> options for linprobe.models
+    seed: int = 0
+    source: Path = field(default=Path("params.yaml"), compare=False)
+
+
+class _Reader:
+    """Typed access to one mapping of params.yaml with errors that name the key path."""
+
+    def __init__(self, source: Path, node: Any, where: str):
+        self.source, self.where = source, where
+        if not isinstance(node, dict):
+            self.fail(where, f"must be a mapping, got {type(node).__name__} {node!r}")
+        self.node = node
+
+    def fail(self, key: str, message: str) -> None:
+        raise ParamsError(f"{self.source}: {key} {message}")
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def reject_unknown(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.node) - allowed)
+        if unknown:
+            self.fail(self.key(unknown[0]),
+                      f"is not a known setting; allowed here: {', '.join(sorted(allowed))}")
+
+    def get(self, name: str, kind: type | tuple, default: Any = ..., *,
+            choices: tuple | None = None, low: float | None = None, high: float | None = None):
+        if name not in self.node or (self.node[name] is None and default is None):
+            if default is ...:
+                self.fail(self.key(name), "is required")
+            return default
+        value = self.node[name]
+        # bool is an int subclass in Python; `batch_size: true` is a mistake, not 1.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.fail(self.key(name), f"must be {_kind_name(kind)}, got {value!r}")
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind):
+            self.fail(self.key(name), f"must be {_kind_name(kind)}, got {value!r}")
+        if choices is not None and value not in choices:
+            self.fail(self.key(name), f"must be one of {list(choices)}, got {value!r}")
+        if low is not None and value < low or high is not None and value > high:
+            self.fail(self.key(name), f"must be in [{low}, {high}], got {value!r}")
+        return value
+
+
+def _kind_name(kind: type | tuple) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
+    """Validate the parsed YAML of params.yaml and return :class:`Params`."""
+    top = _Reader(source, raw, "")
+    top.reject_unknown({"data", "extract", "backbones", "probes", "seed"})
+
+    d = _Reader(source, top.get("data", dict), "data")
+    d.reject_unknown({"path", "val_fraction", "test_fraction", "seed"})
+    data = DataParams(
+        path=d.get("path", str),
+        val_fraction=d.get("val_fraction", float, 0.1, low=0.0, high=0.9),
+        test_fraction=d.get("test_fraction", float, 0.2, low=0.0, high=0.9),
+        seed=d.get("seed", int, 0),
+    )
+    if data.val_fraction + data.test_fraction >= 1.0:
+        d.fail("data.val_fraction + data.test_fraction", "must be < 1 to leave training data")
+
+    e = _Reader(source, top.get("extract", dict, {}), "extract")
+    e.reject_unknown({"image_size", "batch_size", "device", "precision", "on_error"})
+    extract = ExtractParams(
+        image_size=e.get("image_size", int, None, low=8, high=4096),
+        batch_size=e.get("batch_size", int, 64, low=1, high=65536),
+        device=e.get("device", str, "auto", choices=DEVICES),
+        precision=e.get("precision", str, "auto", choices=PRECISIONS),
+        on_error=e.get("on_error", str, "fail", choices=ON_ERROR),
+    )
+
+    b = _Reader(source, top.get("backbones", dict), "backbones")
+    if not b.node:
+        b.fail("backbones", "is empty; add at least one, e.g. `lite0: {spec: lite:efficientnet-lite0}`")
+    backbones = {}
+    for name in b.node:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            b.fail(b.key(str(name)), "is not a valid backbone name: use letters, digits, '_' "
+                                     "and '.', starting with a letter or digit")
+        entry = _Reader(source, b.node[name], b.key(name))
+        entry.reject_unknown({"spec"})
+        backbones[name] = entry.get("spec", str)
+
+    p = _Reader(source, top.get("probes", dict), "probes")
+    if not p.node:
+        p.fail("probes", "is empty; add at least one, e.g. `logreg: {}`")
+    probes = {}
+    for name in p.node:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            p.fail(p.key(str(name)), "is not a valid probe name")
+        probes[name] = dict(p.get(name, dict, None) or {})
+
+    return Params(data=data, extract=extract, backbones=backbones, probes=probes,
+                  seed=top.get("seed", int, 0), source=source)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file; copy the params.yaml from the linprobe "
+                          f"repository and edit it")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_params(raw, path)
