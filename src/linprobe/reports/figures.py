@@ -1,0 +1,120 @@
+"""Figures as ``data:image/png;base64,...`` URIs, so the HTML needs no other file.
+
+Matplotlib runs on the Agg backend with mathtext off: class names are user data and a ``$`` in
+one must not be parsed as LaTeX. The confusion-matrix image skips matplotlib entirely (a
+colour-mapped array scaled up with nearest-neighbour) because a report may hold 100 of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+_RC = {"text.parse_math": False, "font.size": 9, "axes.spines.top": False,
+       "axes.spines.right": False, "svg.fonttype": "none"}
+
+
+def png_uri(data: bytes) -> str:
+    """PNG bytes -> data URI."""
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+@contextmanager
+def _figure(width: float, height: float) -> Iterator[tuple[plt.Figure, plt.Axes]]:
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(width, height), dpi=96)
+        try:
+            yield fig, ax
+        finally:
+            plt.close(fig)
+
+
+def _fig_uri(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return png_uri(buf.getvalue())
+
+
+def heatmap_uri(matrix: np.ndarray, *, max_px: int = 400) -> str:
+    """(C, C) values in [0, 1] -> a viridis PNG, each cell a square block of pixels."""
+    m = np.clip(np.nan_to_num(np.asarray(matrix, dtype=np.float64)), 0.0, 1.0)
+    rgba = (matplotlib.colormaps["viridis"](m)[..., :3] * 255).astype(np.uint8)
+    cell = max(1, max_px // max(m.shape))
+    img = Image.fromarray(rgba).resize((m.shape[1] * cell, m.shape[0] * cell), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return png_uri(buf.getvalue())
+
+
+def learning_curves_uri(curves: Sequence[dict]) -> str:
+    """One figure of few-shot curves: items {"label", "k" (list), "mean", "std"}; log2 x axis."""
+    with _figure(7.0, 4.0) as (fig, ax):
+        for c in curves:
+            k = np.asarray(c["k"], dtype=float)
+            mean = np.asarray(c["mean"], dtype=float)
+            line, = ax.plot(k, mean, marker="o", ms=3, label=c["label"])
+            if c.get("std") is not None:
+                std = np.asarray(c["std"], dtype=float)
+                ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("labelled examples per class (k)")
+        ax.set_ylabel(curves[0].get("metric", "score") if curves else "score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1, loc="lower right")
+        return _fig_uri(fig)
+
+
+def scatter_uri(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str,
+                *, legend_max: int = 12) -> str:
+    """2-D scatter of points (n, 2) coloured by integer labels (n,) into class_names."""
+    with _figure(4.2, 3.6) as (fig, ax):
+        cmap = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "turbo"]
+        denom = max(1, len(class_names) - 1) if len(class_names) > 10 else 1
+        for c in np.unique(labels):
+            sel = labels == c
+            color = cmap(c / denom) if len(class_names) > 10 else cmap(c % 10)
+            name = class_names[c] if 0 <= c < len(class_names) else str(c)
+            ax.scatter(points[sel, 0], points[sel, 1], s=8, color=color, alpha=0.8, label=name,
+                       linewidths=0)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if len(class_names) <= legend_max:
+            ax.legend(fontsize=6, markerscale=1.5, loc="best", frameon=False)
+        return _fig_uri(fig)
+
+
+def ap_bars_uri(class_names: Sequence[str], ap: Sequence[float]) -> str:
+    """Horizontal bars of per-class average precision."""
+    height = 1.0 + 0.18 * len(class_names)
+    with _figure(5.0, height) as (fig, ax):
+        y = np.arange(len(class_names))
+        ax.barh(y, ap, color="#4c72b0")
+        ax.set_yticks(y, labels=list(class_names), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("average precision")
+        return _fig_uri(fig)
+
+
+def pr_curves_uri(curves: dict[str, dict]) -> str:
+    """Precision-recall curves, one line per class: {name: {"precision": [...], "recall": [...]}}."""
+    with _figure(5.0, 4.0) as (fig, ax):
+        for name, c in curves.items():
+            ax.plot(c.get("recall", []), c.get("precision", []), lw=1, label=name)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        if len(curves) <= 12:
+            ax.legend(fontsize=6, frameon=False)
+        return _fig_uri(fig)
