@@ -62,6 +62,11 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[webdriver.Chrome
 
 def open_page(driver: webdriver.Chrome, path: Path) -> PageLoad:
     """Navigate to ``path`` (file://), wait for load, return console messages and requests."""
+    # Start from a blank page and drain the logs, so only this page's traffic is collected
+    # (a fresh profile's new-tab page makes chrome:// requests of its own).
+    driver.get("about:blank")
+    driver.get_log("browser")
+    driver.get_log("performance")
     driver.get(path.resolve().as_uri())
     deadline = time.time() + 60
     while driver.execute_script("return document.readyState") != "complete":

@@ -66,6 +66,10 @@ def learning_curves_uri(curves: Sequence[dict]) -> str:
                 std = np.asarray(c["std"], dtype=float)
                 ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax.set_xscale("log", base=2)
+        # Plain tick labels: the default log formatter emits mathtext, which is switched off.
+        ks = sorted({float(k) for c in curves for k in c["k"]})
+        ax.set_xticks(ks, labels=[f"{k:g}" for k in ks])
+        ax.minorticks_off()
         ax.set_xlabel("labelled examples per class (k)")
         ax.set_ylabel(curves[0].get("metric", "score") if curves else "score")
         ax.grid(alpha=0.3)
