@@ -78,7 +78,7 @@ def test_optional_keys_missing_say_not_available(multiclass_artifacts, tmp_path)
         p.write_text(json.dumps(m))
     shutil.rmtree(art / "predictions")
     (art / "embeddings" / "proj32.h5").unlink()
-    html = build_report(art, tmp_path / "r.html").read_text()
+    html = build_report(art, tmp_path / "r.html", tsne_max=0).read_text()
     assert "Few-shot results not available" in html
     assert "proj32: embeddings not available" in html
     assert "not available (no predictions file)" in html
@@ -113,7 +113,7 @@ def test_bad_parameter_message(multiclass_artifacts, tmp_path):
 
 def test_multilabel_report(tmp_path):
     art = write_artifacts(tmp_path, ["top", "bottom", "shoe", "bright"], task="multilabel")
-    html = build_report(art, tmp_path / "r.html").read_text()
+    html = build_report(art, tmp_path / "r.html", tsne_max=0).read_text()
     assert 'alt="AP per class"' in html and 'alt="precision-recall curves"' in html
     assert html.count('class="lb-row') == 2 and "mAP" in html
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from threadpoolctl import threadpool_limits
 
 from linprobe import __version__
 from linprobe.features.store import EmbeddingSet, read_embeddings
@@ -124,13 +125,19 @@ def build_report(
             continue
         if summary is None:
             summary = sections.dataset_summary(es, attrs)
-        views.append(sections.embedding_views(name, es, tsne_max=tsne_max, mmd_perm=mmd_permutations))
+        # One BLAS/OpenMP thread: the matrices are small (<= a few thousand rows), and on a
+        # busy machine (DVC running other stages) spinning thread pools made PCA/t-SNE ~5x
+        # slower in benchmarks/report.py.
+        with threadpool_limits(limits=1):
+            views.append(sections.embedding_views(name, es, tsne_max=tsne_max,
+                                                  mmd_perm=mmd_permutations))
         del es  # one backbone's matrix in memory at a time
 
     data_roots = {b: a.get("data_root") for b, a in attrs.items()}
     params_text = None
     if params_file is not None and Path(params_file).is_file():
         params_text = Path(params_file).read_text(encoding="utf-8", errors="replace")
+    board = sections.leaderboard(runs, attrs)
     context = {
         "title": "linprobe report",
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -140,7 +147,8 @@ def build_report(
         "python": platform.python_version(),
         "params_file": str(params_file) if params_file is not None else None,
         "params_text": params_text,
-        "leaderboard": sections.leaderboard(runs, attrs),
+        "leaderboard": board,
+        "overview": sections.overview(board),
         "probes": sorted({r.probe for r in runs}),
         "summary": summary,
         "learning_curves": sections.learning_curves(runs),

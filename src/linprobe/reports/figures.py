@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import matplotlib
 
 matplotlib.use("Agg")  # headless; must precede pyplot
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -80,20 +81,23 @@ def learning_curves_uri(curves: Sequence[dict]) -> str:
 def scatter_uri(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str,
                 *, legend_max: int = 12) -> str:
     """2-D scatter of points (n, 2) coloured by integer labels (n,) into class_names."""
+    n_cls = max(1, len(class_names))
+    if n_cls <= 10:
+        colours = matplotlib.colormaps["tab10"](np.arange(10))
+    else:
+        colours = matplotlib.colormaps["turbo"](np.linspace(0, 1, n_cls))
+    labels = np.asarray(labels, dtype=int)
     with _figure(4.2, 3.6) as (fig, ax):
-        cmap = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "turbo"]
-        denom = max(1, len(class_names) - 1) if len(class_names) > 10 else 1
-        for c in np.unique(labels):
-            sel = labels == c
-            color = cmap(c / denom) if len(class_names) > 10 else cmap(c % 10)
-            name = class_names[c] if 0 <= c < len(class_names) else str(c)
-            ax.scatter(points[sel, 0], points[sel, 1], s=8, color=color, alpha=0.8, label=name,
-                       linewidths=0)
+        # One scatter call for all points: a call per class costs ~5 ms each (100 classes).
+        ax.scatter(points[:, 0], points[:, 1], s=8, c=colours[labels % len(colours)], alpha=0.8,
+                   linewidths=0)
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])
         if len(class_names) <= legend_max:
-            ax.legend(fontsize=6, markerscale=1.5, loc="best", frameon=False)
+            handles = [matplotlib.lines.Line2D([], [], ls="", marker="o", ms=4, color=colours[c],
+                                               label=name) for c, name in enumerate(class_names)]
+            ax.legend(handles=handles, fontsize=6, loc="best", frameon=False)
         return _fig_uri(fig)
 
 

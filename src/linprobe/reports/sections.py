@@ -80,7 +80,27 @@ def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]]) -> list[dict[
             "tied_with_best": bool(cmp is not None and not cmp["significant"]),
             "anchor": f"run-{r.backbone}-{r.probe}",
         })
+    # Default order: grouped by probe, best first (the table is sortable for anything else).
+    rows.sort(key=lambda row: (row["probe"], -(row["value"] if row["value"] is not None else -np.inf)))
     return rows
+
+
+def overview(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Backbone x probe grid of headline values from leaderboard rows, best backbones first.
+
+    {"probes": [...], "rows": [{"backbone", "mean", "cells": [row dict or None per probe]}]}.
+    """
+    probes = sorted({r["probe"] for r in rows})
+    cells: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        cells[r["backbone"]][r["probe"]] = r
+    grid = []
+    for b, by_probe in cells.items():
+        vals = [c["value"] for c in by_probe.values() if c["value"] is not None]
+        grid.append({"backbone": b, "mean": float(np.mean(vals)) if vals else None,
+                     "cells": [by_probe.get(p) for p in probes]})
+    grid.sort(key=lambda g: -(g["mean"] if g["mean"] is not None else -np.inf))
+    return {"probes": probes, "rows": grid}
 
 
 def dataset_summary(es: EmbeddingSet | None, attrs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

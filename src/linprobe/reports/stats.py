@@ -61,17 +61,26 @@ def _sq_dists(x: np.ndarray) -> np.ndarray:
     return d
 
 
-def _mmd2_unbiased(k: np.ndarray, in_a: np.ndarray) -> float:
-    """Unbiased MMD^2 from a joint kernel matrix k (n, n) and a boolean (n,) mask of sample A."""
-    in_b = ~in_a
-    m, n = int(in_a.sum()), int(in_b.sum())
-    kxx = k[np.ix_(in_a, in_a)]
-    kyy = k[np.ix_(in_b, in_b)]
-    kxy = k[np.ix_(in_a, in_b)]
-    # Unbiased: drop the diagonal (self-similarity) terms.
-    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
+def _mmd2_unbiased(k: np.ndarray, in_a: np.ndarray) -> np.ndarray:
+    """Unbiased MMD^2 for each split of the pooled sample.
+
+    k: (n, n) joint kernel matrix; in_a: (P, n) boolean masks of sample A (one row per split).
+    Returns (P,). Block sums come from one matrix product (k @ W) instead of P sub-matrix
+    copies, so a 200-permutation test costs about one pass over k per 200 columns.
+    """
+    w = in_a.T.astype(np.float64)  # (n, P)
+    kw = k @ w
+    row = k.sum(axis=1)
+    diag = np.diag(k)
+    m = w.sum(axis=0)
+    n = len(k) - m
+    s_aa = (w * kw).sum(axis=0)
+    s_ab = w.T @ row - s_aa
+    s_bb = row.sum() - s_aa - 2.0 * s_ab
+    tr_a = w.T @ diag
+    tr_b = diag.sum() - tr_a
+    # Unbiased: drop the diagonal (self-similarity) terms within each sample.
+    return (s_aa - tr_a) / (m * (m - 1)) + (s_bb - tr_b) / (n * (n - 1)) - 2.0 * s_ab / (m * n)
 
 
 def mmd_test(
@@ -102,12 +111,11 @@ def mmd_test(
     k = np.exp(-d2 / (2.0 * bandwidth**2))
     in_a = np.zeros(len(z), dtype=bool)
     in_a[: len(x)] = True
-    observed = _mmd2_unbiased(k, in_a)
     # Permutation test: relabel the pooled rows; the kernel matrix is reused, only masks change.
-    exceed = 0
-    for _ in range(n_perm):
-        perm = rng.permutation(in_a)
-        exceed += _mmd2_unbiased(k, perm) >= observed
+    perms = np.stack([in_a] + [rng.permutation(in_a) for _ in range(n_perm)])
+    values = _mmd2_unbiased(k, perms)
+    observed = float(values[0])
+    exceed = int(np.sum(values[1:] >= observed))
     return {"mmd2": observed, "p_value": (exceed + 1) / (n_perm + 1), "bandwidth": bandwidth,
             "n_perm": n_perm, "n_x": len(x), "n_y": len(y)}
 
