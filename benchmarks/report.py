@@ -56,7 +56,7 @@ def make_artifacts(root: Path, n_backbones: int, n_probes: int, n_classes: int, 
     art = root / "artifacts"
     for b in range(n_backbones):
         bname = f"backbone{b:02d}"
-        sep = 1.0 + 0.08 * b  # later backbones separate classes better
+        sep = 0.8 + 0.03 * b  # later backbones separate classes better
         centres = rng.normal(size=(n_classes, dim)) * sep
         x = (centres[y] + rng.normal(size=(len(y), dim)) * 3.0).astype(np.float32)
         (art / "embeddings").mkdir(parents=True, exist_ok=True)

@@ -125,3 +125,10 @@ def test_learning_curves_csv(multiclass_artifacts, tmp_path):
     assert len(lines) == 1 + 2 * 2 * 3  # backbones x probes x k values
     m = json.loads((multiclass_artifacts / "metrics" / "pool7" / "ridge.json").read_text())
     assert f"pool7,ridge,4,{m['few_shot']['mean'][2]}" in path.read_text()
+
+
+def test_overview_grid_marks_best_per_probe(report):
+    _, html = report
+    grid = html.split('<table id="overview">')[1].split("</table>")[0]
+    assert grid.count("<tr><td") == 2  # one row per backbone
+    assert grid.count('class="cell-best"') == 2  # one best per probe

@@ -57,13 +57,18 @@ def heatmap_uri(matrix: np.ndarray, *, max_px: int = 400) -> str:
 
 
 def learning_curves_uri(curves: Sequence[dict]) -> str:
-    """One figure of few-shot curves: items {"label", "k" (list), "mean", "std"}; log2 x axis."""
-    with _figure(7.0, 4.0) as (fig, ax):
-        for c in curves:
+    """One figure of few-shot curves: items {"label", "k" (list), "mean", "std"}; log2 x axis.
+
+    Std bands are drawn only for a few curves: with many backbones they hide the lines.
+    """
+    with _figure(8.0, 4.2) as (fig, ax):
+        many = len(curves) > 6
+        cmap = matplotlib.colormaps["tab20" if len(curves) > 10 else "tab10"]
+        for i, c in enumerate(curves):
             k = np.asarray(c["k"], dtype=float)
             mean = np.asarray(c["mean"], dtype=float)
-            line, = ax.plot(k, mean, marker="o", ms=3, label=c["label"])
-            if c.get("std") is not None:
+            line, = ax.plot(k, mean, marker="o", ms=3, lw=1.2, color=cmap(i % cmap.N), label=c["label"])
+            if c.get("std") is not None and not many:
                 std = np.asarray(c["std"], dtype=float)
                 ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax.set_xscale("log", base=2)
@@ -74,7 +79,8 @@ def learning_curves_uri(curves: Sequence[dict]) -> str:
         ax.set_xlabel("labelled examples per class (k)")
         ax.set_ylabel(curves[0].get("metric", "score") if curves else "score")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1, loc="lower right")
+        ax.legend(fontsize=7, ncol=2 if len(curves) > 12 else 1, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), frameon=False)
         return _fig_uri(fig)
 
 
