@@ -132,3 +132,17 @@ def test_overview_grid_marks_best_per_probe(report):
     grid = html.split('<table id="overview">')[1].split("</table>")[0]
     assert grid.count("<tr><td") == 2  # one row per backbone
     assert grid.count('class="cell-best"') == 2  # one best per probe
+
+
+def test_mismatched_datasets_warn_and_bad_predictions_name_the_file(multiclass_artifacts, tmp_path):
+    import h5py
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(multiclass_artifacts, art)
+    with h5py.File(art / "embeddings" / "proj32.h5", "a") as f:
+        f.attrs["dataset_fingerprint"] = "another-dataset"
+    html = build_report(art, tmp_path / "r.html", tsne_max=0).read_text()
+    assert "dataset fingerprints differ" in html
+    (art / "predictions" / "pool7" / "ridge.csv").write_text("path,label\nx,y\n")
+    with pytest.raises(ValueError, match=r"pool7/ridge\.csv must have the header id,actual,predicted,score"):
+        build_report(art, tmp_path / "r.html")

@@ -50,9 +50,19 @@ def _render(context: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES),
                              autoescape=True,  # class and file names are user data
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters["fmt"] = lambda v, spec=".3f": "n/a" if v is None else format(v, spec)
+    env.filters["fmt"] = _fmt
+    env.filters["hp"] = lambda v: _fmt(v, ".3g")  # hyper-parameter values: 0.316, 1e-04, 50
     env.filters["si"] = _si
     return env.get_template("report.html.j2").render(**context)
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    """Format a number; None -> 'n/a'; anything else (a string in a metrics file) as text."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return str(value)
 
 
 def _si(value: float | None) -> str:

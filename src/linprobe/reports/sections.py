@@ -150,7 +150,8 @@ def learning_curves_data(runs: list[Run]) -> list[dict[str, Any]]:
             continue
         std = fs.get("std") if len(fs.get("std") or []) == len(fs["k"]) else None
         by_probe[r.probe].append({"label": r.backbone, "k": fs["k"], "mean": fs["mean"],
-                                  "std": std, "metric": r.headline, "seeds": fs.get("seeds")})
+                                  "std": std, "metric": fs.get("metric", r.headline),
+                                  "seeds": fs.get("seeds")})
     return [{"probe": p, "curves": c} for p, c in sorted(by_probe.items())]
 
 
