@@ -51,6 +51,11 @@ class Run:
     predictions: Predictions | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def section(self, key: str) -> dict[str, Any]:
+        """metrics[key] when it is a JSON object, else {} (absent or malformed optional key)."""
+        value = self.metrics.get(key)
+        return value if isinstance(value, dict) else {}
+
     @property
     def task(self) -> str:
         return str(self.metrics.get("task", "multiclass"))
@@ -61,7 +66,7 @@ class Run:
 
     @property
     def headline_value(self) -> float | None:
-        value = (self.metrics.get("test") or {}).get(self.headline)
+        value = self.section("test").get(self.headline)
         return float(value) if isinstance(value, (int, float)) else None
 
 

@@ -26,7 +26,7 @@ def _num(value: Any) -> float | None:
 
 def _headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
     """95% CI of the headline metric: from the metrics file, else bootstrapped from predictions."""
-    ci = (run.metrics.get("test_ci") or {}).get(run.headline)
+    ci = run.section("test_ci").get(run.headline)
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
         return [float(ci[0]), float(ci[1])], "metrics file"
     if run.headline == "accuracy" and run.predictions is not None and len(run.predictions.ids):
@@ -62,10 +62,10 @@ def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]]) -> list[dict[
     for r in runs:
         a = attrs.get(r.backbone, {})
         ci, ci_source = _headline_ci(r)
-        sel = r.metrics.get("selection") or {}
+        sel = r.section("selection")
         is_best = best.get(r.probe) is r
         cmp = None if is_best or r.probe not in best else _paired(best[r.probe], r)
-        val = r.metrics.get("val") or {}
+        val = r.section("val")
         rows.append({
             "backbone": r.backbone, "probe": r.probe,
             "spec": r.metrics.get("backbone_spec") or a.get("backbone"),
@@ -166,16 +166,18 @@ def run_detail(run: Run, data_root: str | None, *, gallery_limit: int) -> dict[s
     m = run.metrics
     names = [str(n) for n in m.get("class_names") or []]
     out: dict[str, Any] = {"backbone": run.backbone, "probe": run.probe, "task": run.task,
-                           "anchor": f"run-{run.backbone}-{run.probe}", "test": m.get("test") or {},
-                           "selection": m.get("selection") or None}
-    per_class = m.get("per_class") if isinstance(m.get("per_class"), dict) else None
+                           "anchor": f"run-{run.backbone}-{run.probe}", "test": run.section("test"),
+                           "selection": run.section("selection") or None}
+    per_class = {n: v for n, v in run.section("per_class").items() if isinstance(v, dict)} or None
     out["per_class"] = per_class
-    keys = {k for v in (per_class or {}).values() if isinstance(v, dict) for k in v}
+    keys = {k for v in (per_class or {}).values() for k in v}
     out["per_class_keys"] = sorted(keys, key=lambda k: (_KEY_ORDER.index(k) if k in _KEY_ORDER else 9, k))
-    cm = m.get("confusion_matrix")
     out["confusion"] = out["confusion_img"] = out["confused_pairs"] = None
-    if isinstance(cm, list) and cm and len(cm) == len(names):
-        arr = np.asarray(cm, dtype=np.float64)
+    try:
+        arr = np.asarray(m.get("confusion_matrix"), dtype=np.float64)
+    except (TypeError, ValueError):  # ragged or non-numeric: treated as absent
+        arr = np.empty(0)
+    if names and arr.shape == (len(names), len(names)):
         norm = stats.normalise_rows(arr)
         if len(names) <= HTML_MATRIX_MAX:
             out["confusion"] = {"names": names, "rows": norm.tolist(), "counts": arr.astype(int).tolist()}
@@ -187,8 +189,8 @@ def run_detail(run: Run, data_root: str | None, *, gallery_limit: int) -> dict[s
         ap_names = [n for n in per_class if _num(per_class[n].get("ap")) is not None]
         if ap_names:
             out["ap_bars"] = figures.ap_bars_uri(ap_names, [per_class[n]["ap"] for n in ap_names])
-        if isinstance(m.get("pr_curves"), dict) and m["pr_curves"]:
-            out["pr_curves"] = figures.pr_curves_uri(m["pr_curves"])
+        if run.section("pr_curves"):
+            out["pr_curves"] = figures.pr_curves_uri(run.section("pr_curves"))
     out["gallery"] = (error_gallery(run.predictions, run.task, data_root, limit=gallery_limit)
                       if run.predictions is not None else None)
     return out
