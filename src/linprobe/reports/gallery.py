@@ -28,10 +28,9 @@ def thumbnail_uri(data_root: str, image_id: str, size: int = 64) -> str | None:
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode)
-            # Small images (28 px) are scaled *up* so they can be seen; large ones down.
-            scale = size / max(img.size)
-            new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-            img = img.resize(new, Image.NEAREST if scale > 1 else Image.LANCZOS)
+            # Only shrink: small images (28 px) are embedded as they are and scaled up by CSS
+            # (pixelated), which keeps the HTML several times smaller than upscaled PNGs.
+            img.thumbnail((size, size), Image.LANCZOS)
             buf = io.BytesIO()
             img.save(buf, format="PNG", optimize=True)
     except (OSError, UnidentifiedImageError):
