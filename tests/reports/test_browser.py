@@ -49,4 +49,12 @@ def test_report_in_headless_chromium(report):
         assert values() == sorted(values())
         header.click()
         assert values() == sorted(values(), reverse=True)
+        # Per-class tables sort numerically from the cell text (no data-sort attributes there).
+        table = driver.find_element(By.CSS_SELECTOR, "details.run[open] .scroll table")
+        driver.execute_script("arguments[0].scrollIntoView()", table)
+        driver.execute_script("window.scrollBy(0, -120)")  # clear the sticky nav bar
+        table.find_elements(By.CSS_SELECTOR, "th")[2].click()  # recall
+        recall = [float(r.find_elements(By.TAG_NAME, "td")[2].text)
+                  for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert len(recall) == 5 and recall == sorted(recall)
         assert open_page(driver, path).errors() == []

@@ -40,9 +40,19 @@ def _figure(width: float, height: float) -> Iterator[tuple[plt.Figure, plt.Axes]
 
 
 def _fig_uri(fig: plt.Figure) -> str:
+    """PNG data URI of a figure, reduced to a 256-colour palette.
+
+    Plots use few colours; the palette makes the PNGs 3-4x smaller (a report can hold
+    dozens of figures) with no visible change.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return png_uri(buf.getvalue())
+    buf.seek(0)
+    with Image.open(buf) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return png_uri(out.getvalue())
 
 
 def heatmap_uri(matrix: np.ndarray, *, max_px: int = 400) -> str:
