@@ -11,11 +11,12 @@ from selenium.webdriver.common.by import By
 from tests.reports.browser import chromium, open_page
 from tests.reports.conftest import EVIL
 
-SHOTS = Path(os.environ.get("LINPROBE_SCREENSHOTS", Path(__file__).parent / "_screenshots"))
 
 
-def test_report_in_headless_chromium(report):
+def test_report_in_headless_chromium(report, tmp_path):
     path, _ = report
+    # Screenshots go to $LINPROBE_SCREENSHOTS when set (to look at them), else the test's tmp dir.
+    shots = Path(os.environ.get("LINPROBE_SCREENSHOTS", tmp_path))
     with chromium() as driver:
         load = open_page(driver, path)
         rows = driver.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")
@@ -35,10 +36,10 @@ def test_report_in_headless_chromium(report):
             "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
         assert broken == 0
 
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(SHOTS / "report-top.png"))
+        shots.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(shots / "report-top.png"))
         driver.execute_script("document.getElementById('runs').scrollIntoView()")
-        assert driver.save_screenshot(str(SHOTS / "report-runs.png"))
+        assert driver.save_screenshot(str(shots / "report-runs.png"))
 
         # Sorting: click "test" twice (descending after the first click, ascending after the second).
         driver.execute_script("window.scrollTo(0, 0)")
