@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class Run:
     metrics: dict[str, Any]
     metrics_path: Path
     predictions: Predictions | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def section(self, key: str) -> dict[str, Any]:
         """metrics[key] when it is a JSON object, else {} (absent or malformed optional key)."""
