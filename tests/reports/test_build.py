@@ -148,3 +148,17 @@ def test_mismatched_datasets_warn_and_bad_predictions_name_the_file(multiclass_a
     (art / "predictions" / "pool7" / "ridge.csv").write_text("path,label\nx,y\n")
     with pytest.raises(ValueError, match=r"pool7/ridge\.csv must have the header id,actual,predicted,score"):
         build_report(art, tmp_path / "r.html")
+
+
+def test_git_revision_in_metadata(multiclass_artifacts, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(multiclass_artifacts, repo / "artifacts")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (repo / "params.yaml").write_text("seed: 0\n")
+    subprocess.run(git + ["add", "params.yaml"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    rev = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    html = build_report(repo / "artifacts", tmp_path / "r.html", tsne_max=0).read_text()
+    assert f"git revision {rev}" in html and f"git revision {rev}-dirty" not in html
