@@ -1,0 +1,134 @@
+"""Find and load the pipeline's artifacts (metrics JSON, predictions CSV, embeddings attrs).
+
+Layout read (DESIGN.md): ``embeddings/<backbone>.h5``, ``metrics/<backbone>/<probe>.json``,
+``predictions/<backbone>/<probe>.csv``. Optional keys may be missing; callers get ``None``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linprobe.features.store import read_attrs
+
+
+@dataclass
+class Predictions:
+    """Test predictions of one run: ids, actual, predicted (class names; multilabel '|'-joined)
+    and score, each (n,)."""
+
+    ids: np.ndarray
+    actual: np.ndarray
+    predicted: np.ndarray
+    score: np.ndarray
+
+    def correct(self, task: str) -> np.ndarray:
+        """(n,) float per-sample score: exact match for multiclass, label-set Jaccard for multilabel."""
+        if task != "multilabel":
+            return (self.actual == self.predicted).astype(np.float64)
+        out = np.empty(len(self.ids))
+        for i, (a, p) in enumerate(zip(self.actual, self.predicted)):
+            sa, sp = set(filter(None, a.split("|"))), set(filter(None, p.split("|")))
+            union = sa | sp
+            # Jaccard agreement; an empty truth predicted empty counts as fully correct.
+            out[i] = len(sa & sp) / len(union) if union else 1.0
+        return out
+
+
+@dataclass
+class Run:
+    """One backbone x probe result."""
+
+    backbone: str
+    probe: str
+    metrics: dict[str, Any]
+    metrics_path: Path
+    predictions: Predictions | None = None
+
+    def section(self, key: str) -> dict[str, Any]:
+        """metrics[key] when it is a JSON object, else {} (absent or malformed optional key)."""
+        value = self.metrics.get(key)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def task(self) -> str:
+        return str(self.metrics.get("task", "multiclass"))
+
+    @property
+    def headline(self) -> str:
+        return str(self.metrics.get("headline") or ("mAP" if self.task == "multilabel" else "accuracy"))
+
+    @property
+    def headline_value(self) -> float | None:
+        value = self.section("test").get(self.headline)
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def _missing_error(artifacts: Path, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{what} (artifacts directory {artifacts}); run `dvc repro` (or `linprobe extract` and "
+        f"`linprobe train`) first so that {artifacts}/metrics/<backbone>/<probe>.json exist"
+    )
+
+
+def read_predictions(path: Path) -> Predictions:
+    """Read ``id,actual,predicted,score`` CSV; a clear error names the file on a bad header."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        need = {"id", "actual", "predicted"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise ValueError(
+                f"predictions file {path} must have the header id,actual,predicted,score; "
+                f"got {reader.fieldnames}. Re-run `linprobe train` to rewrite it."
+            )
+        rows = list(reader)
+    score = [float(r["score"]) if r.get("score") not in (None, "") else np.nan for r in rows]
+    return Predictions(
+        ids=np.array([r["id"] for r in rows], dtype=object),
+        actual=np.array([r["actual"] for r in rows], dtype=object),
+        predicted=np.array([r["predicted"] for r in rows], dtype=object),
+        score=np.array(score, dtype=np.float64),
+    )
+
+
+def load_runs(artifacts: str | Path) -> list[Run]:
+    """All runs under ``artifacts/metrics``, sorted by (backbone, probe), predictions attached."""
+    artifacts = Path(artifacts)
+    if not artifacts.is_dir():
+        raise _missing_error(artifacts, f"artifacts directory {artifacts} does not exist")
+    paths = sorted((artifacts / "metrics").glob("*/*.json"))
+    if not paths:
+        raise _missing_error(artifacts, f"no metrics JSON found under {artifacts / 'metrics'}")
+    runs = []
+    for path in paths:
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"metrics file {path} is not valid JSON ({exc}); delete it and re-run `dvc repro`"
+            ) from exc
+        if not isinstance(metrics, dict):
+            raise ValueError(f"metrics file {path} must hold a JSON object, got {type(metrics).__name__}")
+        backbone, probe = path.parent.name, path.stem
+        pred_path = artifacts / "predictions" / backbone / f"{probe}.csv"
+        preds = read_predictions(pred_path) if pred_path.is_file() else None
+        runs.append(Run(backbone=backbone, probe=probe, metrics=metrics, metrics_path=path,
+                        predictions=preds))
+    return runs
+
+
+def load_backbone_attrs(artifacts: str | Path, backbones: list[str]) -> dict[str, dict[str, Any]]:
+    """HDF5 attrs per backbone name; a missing or unreadable file gives an empty dict."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in backbones:
+        path = Path(artifacts) / "embeddings" / f"{name}.h5"
+        try:
+            out[name] = read_attrs(path) if path.is_file() else {}
+        except OSError:
+            out[name] = {}
+    return out

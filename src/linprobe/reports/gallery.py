@@ -1,0 +1,61 @@
+"""Error gallery: embedded thumbnails of the most confident test mistakes of a run."""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from linprobe.reports.collect import Predictions
+from linprobe.reports.figures import png_uri
+
+
+@lru_cache(maxsize=4096)
+def thumbnail_uri(data_root: str, image_id: str, size: int = 64) -> str | None:
+    """PNG data URI of ``data_root/image_id`` shrunk to at most size x size; None if unreadable.
+
+    Ids that escape ``data_root`` (absolute, or with ``..``) are refused rather than read, since
+    the ids come from an artifact file, not from the user running the report.
+    """
+    root = Path(data_root).resolve()
+    path = (root / image_id).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode)
+            # Only shrink: small images (28 px) are embedded as they are and scaled up by CSS
+            # (pixelated), which keeps the HTML several times smaller than upscaled PNGs.
+            img.thumbnail((size, size), Image.LANCZOS)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG", optimize=True)
+    except (OSError, UnidentifiedImageError):
+        return None
+    return png_uri(buf.getvalue())
+
+
+def error_gallery(
+    preds: Predictions, task: str, data_root: str | None, *, limit: int = 12
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` misclassified test samples, most confident first.
+
+    Each item: {"id", "actual", "predicted", "score" (float|None), "thumb" (data URI|None)}.
+    """
+    wrong = np.flatnonzero(preds.correct(task) < 1.0)
+    score = np.nan_to_num(preds.score[wrong], nan=-np.inf)
+    order = wrong[np.argsort(-score, kind="stable")][:limit]
+    items = []
+    for i in order:
+        s = preds.score[i]
+        items.append({
+            "id": str(preds.ids[i]),
+            "actual": str(preds.actual[i]),
+            "predicted": str(preds.predicted[i]),
+            "score": None if np.isnan(s) else float(s),
+            "thumb": thumbnail_uri(data_root, str(preds.ids[i])) if data_root else None,
+        })
+    return items

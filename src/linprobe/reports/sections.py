@@ -1,0 +1,196 @@
+"""Turn loaded runs and embeddings into plain dicts the template renders (one function per section).
+
+Every function tolerates missing optional keys: the value becomes ``None`` and the template
+says "not available".
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from linprobe.features.store import SPLITS, EmbeddingSet
+from linprobe.reports import figures, stats
+from linprobe.reports.collect import Run
+from linprobe.reports.gallery import error_gallery
+
+HTML_MATRIX_MAX = 25  # up to this many classes the confusion matrix is an HTML table with labels
+_KEY_ORDER = ("precision", "recall", "f1", "ap", "support")
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
+    """95% CI of the headline metric: from the metrics file, else bootstrapped from predictions."""
+    ci = run.section("test_ci").get(run.headline)
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+        return [float(ci[0]), float(ci[1])], "metrics file"
+    if run.headline == "accuracy" and run.predictions is not None and len(run.predictions.ids):
+        return list(stats.bootstrap_ci(run.predictions.correct(run.task))), "bootstrap of predictions"
+    return None, None
+
+
+def _paired(best: Run, other: Run) -> dict[str, Any] | None:
+    """Paired bootstrap of best vs other on the test ids both predicted."""
+    if best.predictions is None or other.predictions is None:
+        return None
+    pos = {k: i for i, k in enumerate(other.predictions.ids)}
+    ia = [i for i, k in enumerate(best.predictions.ids) if k in pos]
+    if not ia:
+        return None
+    ib = [pos[best.predictions.ids[i]] for i in ia]
+    a = best.predictions.correct(best.task)[ia]
+    b = other.predictions.correct(other.task)[ib]
+    return stats.paired_bootstrap(a, b)
+
+
+def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run, with best-per-probe and 'inside the CI of the best' flags."""
+    by_probe: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_probe[r.probe].append(r)
+    best: dict[str, Run] = {}
+    for probe, group in by_probe.items():
+        scored = [r for r in group if r.headline_value is not None]
+        if scored:
+            best[probe] = max(scored, key=lambda r: r.headline_value)
+    rows = []
+    for r in runs:
+        a = attrs.get(r.backbone, {})
+        ci, ci_source = _headline_ci(r)
+        sel = r.section("selection")
+        is_best = best.get(r.probe) is r
+        cmp = None if is_best or r.probe not in best else _paired(best[r.probe], r)
+        val = r.section("val")
+        rows.append({
+            "backbone": r.backbone, "probe": r.probe,
+            "spec": r.metrics.get("backbone_spec") or a.get("backbone"),
+            "headline": r.headline, "value": r.headline_value, "ci": ci, "ci_source": ci_source,
+            "val": _num(val.get(r.headline, val.get(sel.get("metric", ""), None))),
+            "params": sel.get("params") if isinstance(sel.get("params"), dict) else None,
+            "embed_dim": r.metrics.get("embed_dim", a.get("embed_dim")),
+            "num_params": _num(a.get("num_params")),
+            "images_per_s": _num(a.get("images_per_s")),
+            "fit_seconds": _num(r.metrics.get("fit_seconds")),
+            "is_best": is_best, "vs_best": cmp,
+            "tied_with_best": bool(cmp is not None and not cmp["significant"]),
+            "anchor": f"run-{r.backbone}-{r.probe}",
+        })
+    # Default order: grouped by probe, best first (the table is sortable for anything else).
+    rows.sort(key=lambda row: (row["probe"], -(row["value"] if row["value"] is not None else -np.inf)))
+    return rows
+
+
+def overview(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Backbone x probe grid of headline values from leaderboard rows, best backbones first.
+
+    {"probes": [...], "rows": [{"backbone", "mean", "cells": [row dict or None per probe]}]}.
+    """
+    probes = sorted({r["probe"] for r in rows})
+    cells: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        cells[r["backbone"]][r["probe"]] = r
+    grid = []
+    for b, by_probe in cells.items():
+        vals = [c["value"] for c in by_probe.values() if c["value"] is not None]
+        grid.append({"backbone": b, "mean": float(np.mean(vals)) if vals else None,
+                     "cells": [by_probe.get(p) for p in probes]})
+    grid.sort(key=lambda g: -(g["mean"] if g["mean"] is not None else -np.inf))
+    return {"probes": probes, "rows": grid}
+
+
+def dataset_summary(es: EmbeddingSet | None, attrs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Classes, counts per split (per class for multiclass), skipped files, fingerprints."""
+    if es is None:
+        return None
+    counts = []
+    for c, name in enumerate(es.class_names):
+        hit = es.labels[:, c] > 0 if es.labels.ndim == 2 else es.labels == c
+        counts.append({"name": name, **{s: int((hit & es.mask(s)).sum()) for s in SPLITS}})
+    totals = {s: int(es.mask(s).sum()) for s in SPLITS}
+    fingerprints = {b: a.get("dataset_fingerprint") for b, a in attrs.items() if a}
+    skipped = es.attrs.get("skipped") if isinstance(es.attrs.get("skipped"), list) else None
+    return {"task": es.task, "n_classes": len(es.class_names), "classes": counts, "totals": totals,
+            "data_root": es.attrs.get("data_root"), "skipped": skipped,
+            "fingerprints_differ": len({str(v) for v in fingerprints.values()}) > 1,
+            "fingerprints": fingerprints}
+
+
+def embedding_views(name: str, es: EmbeddingSet, *, tsne_max: int, mmd_perm: int) -> dict[str, Any]:
+    """PCA (and t-SNE when the test split is small) of test embeddings; MMD train vs test."""
+    x_test, y_test, _ = es.subset("test")
+    x_train, _, _ = es.subset("train")
+    out: dict[str, Any] = {"backbone": name, "n_test": len(x_test), "pca": None, "tsne": None,
+                           "mmd": None}
+    if len(x_test) == 0:
+        return out
+    # Multi-label points are coloured by their first positive class (argmax of the multi-hot).
+    colour = y_test.argmax(axis=1) if y_test.ndim == 2 else y_test
+    z, ratio = stats.pca_2d(x_test)
+    title = f"{name}: PCA ({sum(ratio) * 100:.0f}% var.)"
+    out["pca"] = figures.scatter_uri(z, colour, es.class_names, title)
+    if len(x_test) <= tsne_max and len(x_test) >= 5:
+        out["tsne"] = figures.scatter_uri(stats.tsne_2d(x_test), colour, es.class_names,
+                                          f"{name}: t-SNE")
+    if len(x_train) >= 2 and len(x_test) >= 2:
+        out["mmd"] = stats.mmd_test(x_train, x_test, n_perm=mmd_perm)
+    return out
+
+
+def learning_curves_data(runs: list[Run]) -> list[dict[str, Any]]:
+    """Per probe: {"probe", "curves": [{"label" (backbone), "k", "mean", "std"|None, ...}]}."""
+    by_probe: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        fs = r.metrics.get("few_shot")
+        if not isinstance(fs, dict) or not fs.get("k") or len(fs.get("mean") or []) != len(fs["k"]):
+            continue
+        std = fs.get("std") if len(fs.get("std") or []) == len(fs["k"]) else None
+        by_probe[r.probe].append({"label": r.backbone, "k": fs["k"], "mean": fs["mean"],
+                                  "std": std, "metric": fs.get("metric", r.headline),
+                                  "seeds": fs.get("seeds")})
+    return [{"probe": p, "curves": c} for p, c in sorted(by_probe.items())]
+
+
+def learning_curves(runs: list[Run]) -> list[dict[str, Any]]:
+    """learning_curves_data plus one figure per probe holding every backbone's curve."""
+    return [{**lc, "figure": figures.learning_curves_uri(lc["curves"])}
+            for lc in learning_curves_data(runs)]
+
+
+def run_detail(run: Run, data_root: str | None, *, gallery_limit: int) -> dict[str, Any]:
+    """Confusion matrix, per-class metrics, confused pairs, gallery; AP/PR for multi-label."""
+    m = run.metrics
+    names = [str(n) for n in m.get("class_names") or []]
+    out: dict[str, Any] = {"backbone": run.backbone, "probe": run.probe, "task": run.task,
+                           "anchor": f"run-{run.backbone}-{run.probe}", "test": run.section("test"),
+                           "selection": run.section("selection") or None}
+    per_class = {n: v for n, v in run.section("per_class").items() if isinstance(v, dict)} or None
+    out["per_class"] = per_class
+    keys = {k for v in (per_class or {}).values() for k in v}
+    out["per_class_keys"] = sorted(keys, key=lambda k: (_KEY_ORDER.index(k) if k in _KEY_ORDER else 9, k))
+    out["confusion"] = out["confusion_img"] = out["confused_pairs"] = None
+    try:
+        arr = np.asarray(m.get("confusion_matrix"), dtype=np.float64)
+    except (TypeError, ValueError):  # ragged or non-numeric: treated as absent
+        arr = np.empty(0)
+    if names and arr.shape == (len(names), len(names)):
+        norm = stats.normalise_rows(arr)
+        if len(names) <= HTML_MATRIX_MAX:
+            out["confusion"] = {"names": names, "rows": norm.tolist(), "counts": arr.astype(int).tolist()}
+        else:
+            out["confusion_img"] = figures.heatmap_uri(norm)
+        out["confused_pairs"] = stats.top_confused_pairs(arr, names)
+    out["ap_bars"] = out["pr_curves"] = None
+    if run.task == "multilabel" and per_class:
+        ap_names = [n for n in per_class if _num(per_class[n].get("ap")) is not None]
+        if ap_names:
+            out["ap_bars"] = figures.ap_bars_uri(ap_names, [per_class[n]["ap"] for n in ap_names])
+        if run.section("pr_curves"):
+            out["pr_curves"] = figures.pr_curves_uri(run.section("pr_curves"))
+    out["gallery"] = (error_gallery(run.predictions, run.task, data_root, limit=gallery_limit)
+                      if run.predictions is not None else None)
+    return out
