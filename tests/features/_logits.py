@@ -11,7 +11,9 @@ def assert_head_reproduces(embedding: torch.Tensor, head: torch.nn.Module, logit
     For a Linear head this is literally ``embedding @ W.T + b``.
     """
     if isinstance(head, torch.nn.Linear):
-        recon = embedding @ head.weight.T + head.bias
+        recon = embedding @ head.weight.T
+        if head.bias is not None:  # maxvit's final Linear has no bias
+            recon = recon + head.bias
     else:
         recon = head(embedding)
     assert recon.shape == logits.shape

@@ -13,8 +13,9 @@ from ._logits import assert_head_reproduces
 
 # Smallest inputs each architecture accepts (default 32 px).
 _SIZES = {"inception_v3": 80, "alexnet": 64, "maxvit_t": 224, "vit_h_14": 28}
-# Random init of these takes many seconds and GBs of RAM on a 2-core CPU: run them with -m slow.
-_HEAVY_PARAMS = 100_000_000
+# Random init of bigger models takes seconds to minutes on a 2-core CPU, so the default run
+# covers every family through its smaller members; `pytest -m slow` runs the rest (all 80 pass).
+_HEAVY_PARAMS = 30_000_000
 
 
 def _params(name: str) -> int:
@@ -45,18 +46,16 @@ def test_every_torchvision_model_embedding_is_final_layer_input(name):
 
 def test_squeezenet_embedding_is_pooled_input_of_final_conv():
     """At larger inputs the map is > 1x1: the embedding is still the GAP of the final conv's input."""
-    b = load_backbone("torchvision:squeezenet1_1:none", image_size=96)
     torch.manual_seed(0)
     ref = build_classifier("squeezenet1_1", None, 96)
     captured = []
     ref.classifier[1].register_forward_hook(lambda m, args, out: captured.append(args[0]))
     x = torch.randn(2, 3, 96, 96)
+    torch.manual_seed(0)
+    b = load_backbone("torchvision:squeezenet1_1:none", image_size=96)
     with torch.inference_mode():
         ref(x)
         emb = b.model(x)
     assert captured[0].shape[-1] > 1
-    torch.manual_seed(0)
-    b2 = load_backbone("torchvision:squeezenet1_1:none", image_size=96)
-    with torch.inference_mode():
-        assert torch.allclose(b2.model(x), captured[0].mean(dim=(2, 3)), atol=1e-5)
     assert emb.shape == (2, 512)
+    assert torch.allclose(emb, captured[0].mean(dim=(2, 3)), atol=1e-5)

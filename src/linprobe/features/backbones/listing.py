@@ -59,9 +59,13 @@ def _row(spec: str, family: str, model: str, weights: str, dim: int, params: int
     }
 
 
-def _lite_rows() -> list[dict]:
+def _matching(names: list[str] | tuple[str, ...], pattern: str | None) -> list[str]:
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def _lite_rows(pattern: str | None) -> list[dict]:
     rows = []
-    for name in lite.LITE_MODELS:
+    for name in _matching(lite.LITE_MODELS, pattern):
         with _empty_weights():
             net = EfficientNetLite(LITE_CONFIGS[name])
         params = sum(p.numel() for p in net.parameters())
@@ -69,9 +73,9 @@ def _lite_rows() -> list[dict]:
     return rows
 
 
-def _torchvision_rows(include_random: bool) -> list[dict]:
+def _torchvision_rows(pattern: str | None, include_random: bool) -> list[dict]:
     rows = []
-    for name in torchvision_.model_names():
+    for name in _matching(torchvision_.model_names(), pattern):
         with _empty_weights():
             net = torchvision.models.get_model(name, weights=None)
         _, _, head = torchvision_.find_head(net)
@@ -118,11 +122,9 @@ def list_backbones(
         )
     rows: list[dict] = []
     if "lite" in families:
-        rows += _lite_rows()
+        rows += _lite_rows(pattern)
     if "torchvision" in families:
-        rows += _torchvision_rows(include_random)
-    if pattern is not None:
-        rows = [r for r in rows if fnmatch.fnmatch(r["model"], pattern)]
+        rows += _torchvision_rows(pattern, include_random)
     if "timm" in families:
         rows += _timm_rows(pattern)
     return rows
