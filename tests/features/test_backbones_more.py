@@ -99,3 +99,41 @@ def test_list_backbones_reports_dims_and_offline_weights(tmp_path, monkeypatch):
     assert row["offline"] is True
     with pytest.raises(ValueError, match="'families' parameter"):
         list_backbones(("keras",))
+
+
+def _put_in_cache(tmp_path, monkeypatch, state: dict, weights) -> None:
+    """Place a state dict where torchvision looks for ``weights`` (TORCH_HOME layout)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / weights.url.rsplit("/", 1)[-1])
+
+
+def test_named_weights_load_from_the_offline_cache(tmp_path, monkeypatch):
+    """The pretrained path: weights file found in the cache, loaded, preprocessing from the enum."""
+    from torchvision.models import ResNet18_Weights
+
+    torch.manual_seed(1)
+    net = build_classifier("resnet18", None)
+    _put_in_cache(tmp_path, monkeypatch, net.state_dict(), ResNet18_Weights.IMAGENET1K_V1)
+    b = load_backbone("torchvision:resnet18")  # no weights part = DEFAULT = IMAGENET1K_V1
+    assert b.spec == "torchvision:resnet18:IMAGENET1K_V1" and b.weights == "IMAGENET1K_V1"
+    assert b.preprocess == Preprocess(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert_head_reproduces(b.model(x), b.head, net(x))  # the file's weights, not a fresh init
+
+
+def test_pretrained_vit_at_another_image_size_interpolates_positions(tmp_path, monkeypatch):
+    from torchvision.models import ViT_B_32_Weights
+
+    torch.manual_seed(2)
+    net224 = build_classifier("vit_b_32", None)
+    _put_in_cache(tmp_path, monkeypatch, net224.state_dict(), ViT_B_32_Weights.IMAGENET1K_V1)
+    b = load_backbone("torchvision:vit_b_32:IMAGENET1K_V1", image_size=64)
+    assert b.preprocess.crop == 64 and b.embed_dim == 768
+    trunk = b.model.trunk
+    assert trunk.encoder.pos_embedding.shape == (1, (64 // 32) ** 2 + 1, 768)
+    assert torch.equal(trunk.class_token, net224.class_token)  # the cached weights were loaded
+    with torch.inference_mode():
+        assert b.model(torch.randn(1, 3, 64, 64)).shape == (1, 768)
