@@ -13,7 +13,6 @@ from linprobe.features.backbones import (
     list_backbones,
     load_backbone,
 )
-from linprobe.features.backbones.lite import build_lite
 from linprobe.features.backbones.torchvision_ import build_classifier
 
 from ._logits import assert_head_reproduces
@@ -49,15 +48,18 @@ def test_unknown_layer_suggests():
 
 
 def test_file_torchscript_and_checkpoint(tmp_path):
-    lite = build_lite("efficientnet-lite0")
-    scripted = torch.jit.trace(lite, torch.randn(1, 3, 32, 32))
-    ts_path = tmp_path / "lite.pt"
-    torch.jit.save(scripted, str(ts_path))
+    import json
+
+    small = build_classifier("squeezenet1_1", None)
+    ts_path = tmp_path / "small.pt"
+    pre_ts = Preprocess(72, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bicubic")
+    torch.jit.save(torch.jit.script(small), str(ts_path), _extra_files={"preprocess.json": json.dumps(pre_ts.to_dict())})
     b = load_backbone(f"file:{ts_path}", image_size=32)
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
-        assert torch.allclose(b.model(x), lite(x), atol=1e-4)  # the module's own output (logits)
-    assert b.embed_dim == 1000 and b.head is None and b.preprocess.crop == 32
+        assert torch.allclose(b.model(x), small(x), atol=1e-5)  # the module's own output
+    assert b.embed_dim == 1000 and b.head is None
+    assert b.preprocess == pre_ts.with_image_size(32)  # read from the TorchScript extra file
 
     torch.manual_seed(0)
     net = build_classifier("resnet18", None, 32, num_classes=7)  # e.g. a fine-tuned 7-class model
@@ -137,3 +139,23 @@ def test_pretrained_vit_at_another_image_size_interpolates_positions(tmp_path, m
     assert torch.equal(trunk.class_token, net224.class_token)  # the cached weights were loaded
     with torch.inference_mode():
         assert b.model(torch.randn(1, 3, 64, 64)).shape == (1, 768)
+
+
+def test_file_exported_program(tmp_path):
+    small = build_classifier("squeezenet1_1", None)
+    x = torch.randn(2, 3, 32, 32)
+    path = tmp_path / "small.pt2"
+    batch = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}  # any batch size at extraction
+    torch.export.save(torch.export.export(small, (x,), dynamic_shapes=batch), str(path))
+    b = load_backbone(f"file:{path}", image_size=32)
+    with torch.inference_mode():
+        assert torch.allclose(b.model(x), small(x), atol=1e-5)
+    assert b.embed_dim == 1000
+
+
+def test_file_module_that_cannot_take_the_input_is_a_clear_error(tmp_path):
+    small = build_classifier("squeezenet1_1", None)
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(small, (torch.randn(2, 3, 32, 32),)), str(path))  # batch fixed at 2
+    with pytest.raises(ValueError, match=r"failed on a \(1, 3, 32, 32\) input.*batch dimension is dynamic"):
+        load_backbone(f"file:{path}", image_size=32)

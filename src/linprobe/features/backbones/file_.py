@@ -1,5 +1,7 @@
-"""``file:<path>``: a TorchScript module, or a checkpoint dict naming a known architecture.
+"""``file:<path>``: a TorchScript module, a ``torch.export`` program (``.pt2``), or a checkpoint
+dict naming a known architecture.
 
+Exported programs must be exported with a dynamic batch dimension (``torch.export.Dim``).
 Checkpoints are read with ``torch.load(weights_only=True)``: no arbitrary pickled code runs. A
 checkpoint is ``{"arch": "<spec of a known family>", "state_dict": {...}}`` with optional
 ``"num_classes"`` (default 1000) and ``"preprocess"`` (a Preprocess dict).
@@ -7,8 +9,10 @@ checkpoint is ``{"arch": "<spec of a known family>", "state_dict": {...}}`` with
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import warnings
 import zipfile
 from typing import Any
 
@@ -39,6 +43,39 @@ def read_checkpoint(path: str) -> Any:
         ) from err
 
 
+class _Exported(nn.Module):
+    """Holds a ``torch.export`` module, whose train()/eval() raise: it was exported in eval mode,
+    so switching modes is skipped rather than forwarded."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> "_Exported":
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def _load_program(path: str) -> tuple[nn.Module | None, Preprocess]:
+    """A TorchScript module or exported program with its preprocessing; (None, default) otherwise."""
+    if path.endswith(".pt2"):
+        program = torch.export.load(path)
+        return _Exported(program.module()), DEFAULT_PREPROCESS
+    extra = {PREPROCESS_EXTRA: ""}
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is deprecated upstream but still the common way models are shipped.
+            warnings.simplefilter("ignore", FutureWarning)
+            net = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    except RuntimeError:
+        return None, DEFAULT_PREPROCESS
+    text = extra[PREPROCESS_EXTRA]
+    return net, Preprocess.from_dict(json.loads(text)) if text else DEFAULT_PREPROCESS
+
+
 def load_file(path: str, *, image_size: int | None = None) -> tuple[LoadedNet | None, dict | None]:
     """(LoadedNet, None) for TorchScript; (None, checkpoint dict) for an arch checkpoint.
 
@@ -49,15 +86,8 @@ def load_file(path: str, *, image_size: int | None = None) -> tuple[LoadedNet | 
             f"Backbone file not found: {path!r} (from spec 'file:{path}'). Give the path of a "
             "TorchScript module or a checkpoint saved with torch.save."
         )
-    extra = {PREPROCESS_EXTRA: ""}
-    try:
-        net = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    except RuntimeError:
-        net = None
+    net, pre = _load_program(path)
     if net is not None:
-        import json
-
-        pre = Preprocess.from_dict(json.loads(extra[PREPROCESS_EXTRA])) if extra[PREPROCESS_EXTRA] else DEFAULT_PREPROCESS
         return (
             LoadedNet(
                 spec=f"file:{os.path.abspath(path)}",

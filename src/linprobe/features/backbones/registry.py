@@ -86,10 +86,17 @@ def _load_checkpoint(path: str, ckpt: dict, image_size: int | None) -> LoadedNet
     return loaded
 
 
-def _probe_dim(model: torch.nn.Module, crop: int) -> int:
-    """Embedding size by one tiny forward pass (for modules that do not declare it)."""
-    with torch.inference_mode():
-        return int(model(torch.zeros(1, 3, crop, crop)).shape[1])
+def _probe_dim(spec: str, model: torch.nn.Module, crop: int) -> int:
+    """Embedding size by one forward pass of a (1, 3, crop, crop) input (for modules that do not declare it)."""
+    try:
+        with torch.inference_mode():
+            return int(model(torch.zeros(1, 3, crop, crop)).shape[1])
+    except Exception as err:  # any failure here means the module cannot embed such images
+        raise ValueError(
+            f"Backbone {spec!r} failed on a (1, 3, {crop}, {crop}) input: {err}. Check the model's "
+            "expected input size (the 'image_size' parameter) and, for exported programs, that the "
+            "batch dimension is dynamic."
+        ) from err
 
 
 def load_backbone(
@@ -116,7 +123,7 @@ def load_backbone(
     else:
         model, head, dim = freeze(LayerEmbedding(loaded.net, layer, loaded.channels_last)), None, 0
     if not dim:
-        dim = _probe_dim(model, loaded.preprocess.crop)
+        dim = _probe_dim(loaded.spec, model, loaded.preprocess.crop)
     return Backbone(
         spec=loaded.spec,
         model=model,
