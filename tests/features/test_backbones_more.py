@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from linprobe.features.backbones import (
-    Preprocess,
-    UnknownBackboneError,
-    UnknownLayerError,
-    WeightsUnavailableError,
-    list_backbones,
-    load_backbone,
-)
+from linprobe.features.backbones import Preprocess, UnknownLayerError, list_backbones, load_backbone
 from linprobe.features.backbones.torchvision_ import build_classifier
 
 from ._logits import assert_head_reproduces

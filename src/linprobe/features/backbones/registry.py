@@ -12,6 +12,7 @@ import torch
 
 from linprobe.features.backbones import file_, lite, timm_, torchvision_
 from linprobe.features.backbones.layers import LayerEmbedding
+from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.backbones.suggest import suggest
 from linprobe.features.backbones.types import (
     Backbone,
@@ -80,7 +81,7 @@ def _load_checkpoint(path: str, ckpt: dict, image_size: int | None) -> LoadedNet
     except RuntimeError as err:
         raise ValueError(f"Checkpoint {path!r} does not fit architecture {ckpt['arch']!r}: {err}") from err
     if "preprocess" in ckpt:
-        loaded.preprocess = file_.Preprocess.from_dict(ckpt["preprocess"]).with_image_size(image_size)
+        loaded.preprocess = Preprocess.from_dict(ckpt["preprocess"]).with_image_size(image_size)
     loaded.spec = f"file:{os.path.abspath(path)}"
     loaded.weights = os.path.basename(path)
     return loaded
