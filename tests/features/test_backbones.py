@@ -20,7 +20,7 @@ from linprobe.features.backbones.lite import build_lite, lite_preprocess
 from linprobe.features.backbones.torchvision_ import build_classifier
 from linprobe.features.transforms import build_transform
 
-from ._logits import assert_head_reproduces
+from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
 
 CATEGORIES = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
 

@@ -8,7 +8,7 @@ import torch
 from linprobe.features.backbones import Preprocess, UnknownLayerError, list_backbones, load_backbone
 from linprobe.features.backbones.torchvision_ import build_classifier
 
-from ._logits import assert_head_reproduces
+from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
 
 
 def test_layer_option_pools_the_named_module():

@@ -7,7 +7,7 @@ import torch
 
 from linprobe.features.backbones import UnknownBackboneError, WeightsUnavailableError, load_backbone
 
-from ._logits import assert_head_reproduces
+from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
 
 timm = pytest.importorskip("timm", reason="optional extra: pip install 'linprobe[timm]'")
 

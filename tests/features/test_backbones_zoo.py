@@ -9,7 +9,7 @@ import torchvision
 from linprobe.features.backbones import load_backbone
 from linprobe.features.backbones.torchvision_ import build_classifier
 
-from ._logits import assert_head_reproduces
+from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
 
 # Smallest inputs each architecture accepts (default 32 px).
 _SIZES = {"inception_v3": 80, "alexnet": 64, "maxvit_t": 224, "vit_h_14": 28}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 import warnings
 from collections.abc import Iterator
@@ -73,20 +74,26 @@ def _lite_rows(pattern: str | None) -> list[dict]:
     return rows
 
 
+@functools.lru_cache(maxsize=None)
+def _torchvision_shape(name: str) -> tuple[int, int]:
+    """(embedding dim, random-init parameter count) of a torchvision model, from a weightless build."""
+    with _empty_weights():
+        net = torchvision.models.get_model(name, weights=None)
+    _, _, head = torchvision_.find_head(net)
+    dim = head.in_features if isinstance(head, torch.nn.Linear) else head.in_channels
+    return dim, sum(p.numel() for p in net.parameters())
+
+
 def _torchvision_rows(pattern: str | None, include_random: bool) -> list[dict]:
     rows = []
     for name in _matching(torchvision_.model_names(), pattern):
-        with _empty_weights():
-            net = torchvision.models.get_model(name, weights=None)
-        _, _, head = torchvision_.find_head(net)
-        dim = head.in_features if isinstance(head, torch.nn.Linear) else head.in_channels
+        dim, random_params = _torchvision_shape(name)
         for weights in torchvision.models.get_model_weights(name):
             params = int(weights.meta.get("num_params", 0))
             path = torchvision_.weights_file(weights)
             rows.append(_row(f"torchvision:{name}:{weights.name}", "torchvision", name, weights.name, dim, params, path))
         if include_random:
-            params = sum(p.numel() for p in net.parameters())
-            row = _row(f"torchvision:{name}:none", "torchvision", name, "none", dim, params, None)
+            row = _row(f"torchvision:{name}:none", "torchvision", name, "none", dim, random_params, None)
             row["offline"] = True  # random init needs no file
             rows.append(row)
     return rows
