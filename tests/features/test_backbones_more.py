@@ -53,6 +53,8 @@ def test_file_torchscript_and_checkpoint(tmp_path):
         assert torch.allclose(b.model(x), small(x), atol=1e-5)  # the module's own output
     assert b.embed_dim == 1000 and b.head is None
     assert b.preprocess == pre_ts.with_image_size(32)  # read from the TorchScript extra file
+    with pytest.raises(ValueError, match="'layer' parameter is not supported for TorchScript"):
+        load_backbone(f"file:{ts_path}", layer="features.3")
 
     torch.manual_seed(0)
     net = build_classifier("resnet18", None, 32, num_classes=7)  # e.g. a fine-tuned 7-class model

@@ -122,6 +122,11 @@ def load_backbone(
         trunk, head, dim = loaded.split(loaded.net)
         model = freeze(EmbeddingModel(trunk))
     else:
+        if isinstance(loaded.net, torch.jit.ScriptModule):
+            raise ValueError(
+                f"The 'layer' parameter is not supported for TorchScript backbones ({spec!r}): "
+                "forward hooks cannot be attached. Use layer=None, or save a checkpoint instead."
+            )
         model, head, dim = freeze(LayerEmbedding(loaded.net, layer, loaded.channels_last)), None, 0
     if not dim:
         dim = _probe_dim(loaded.spec, model, loaded.preprocess.crop)
