@@ -150,3 +150,19 @@ def test_missing_file_is_a_clear_error(tmp_path):
     path = tmp_path / "nope.pt"
     with pytest.raises(FileNotFoundError, match="Backbone file not found: .*nope.pt"):
         load_backbone(f"file:{path}")
+
+
+def test_tf_same_padding_is_symmetric_at_stride_1_and_bottom_right_at_stride_2():
+    """Why only stride-2 convs use Conv2dSame: at stride 1 TF "SAME" equals padding=k//2."""
+    from linprobe.features.backbones.efficientnet_lite import Conv2dSame
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 8)
+    for k in (3, 5):
+        same = Conv2dSame(4, 4, k, stride=1, bias=False)
+        sym = torch.nn.Conv2d(4, 4, k, padding=k // 2, bias=False)
+        sym.load_state_dict(same.state_dict())
+        assert torch.allclose(same(x), sym(x), atol=1e-6)
+    same2 = Conv2dSame(4, 4, 3, stride=2, bias=False)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, [0, 1, 0, 1]), same2.weight, stride=2)
+    assert torch.allclose(same2(x), ref, atol=1e-6)  # 8 px, k=3, s=2: one pixel bottom/right only

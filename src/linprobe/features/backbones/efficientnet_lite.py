@@ -77,8 +77,10 @@ class Conv2dSame(nn.Conv2d):
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, same: bool = True) -> nn.Conv2d:
-    if same:
+    if same and stride > 1:
         return Conv2dSame(cin, cout, k, stride=stride, groups=groups, bias=False)
+    # Stride 1 with an odd kernel: TF "SAME" is exactly symmetric k//2 padding, which the conv
+    # does itself (no F.pad copy of the feature map).
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
 
 
