@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from linprobe.features.backbones import Preprocess, UnknownLayerError, list_backbones, load_backbone
+from linprobe.features.backbones import (
+    Preprocess,
+    UnknownLayerError,
+    format_backbones,
+    list_backbones,
+    load_backbone,
+)
 from linprobe.features.backbones.torchvision_ import build_classifier
 
 from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
@@ -94,6 +100,10 @@ def test_list_backbones_reports_dims_and_offline_weights(tmp_path, monkeypatch):
     (tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"x")
     (row,) = list_backbones(("torchvision",), pattern="resnet18")
     assert row["offline"] is True
+    table = format_backbones(list_backbones(pattern="*lite0") + [row]).splitlines()
+    assert table[0].split() == ["spec", "embed_dim", "params", "(M)", "offline"]
+    assert table[1].split() == ["lite:efficientnet-lite0", "1280", "4.7", "yes"]
+    assert table[2].split() == ["torchvision:resnet18:IMAGENET1K_V1", "512", "11.7", "yes"]
     with pytest.raises(ValueError, match="'families' parameter"):
         list_backbones(("keras",))
 

@@ -5,7 +5,7 @@ Specs: ``torchvision:<model>[:<WEIGHTS>|:none]``, ``lite:efficientnet-lite0|1|2`
 """
 
 from linprobe.features.backbones.layers import UnknownLayerError
-from linprobe.features.backbones.listing import list_backbones
+from linprobe.features.backbones.listing import format_backbones, list_backbones
 from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.backbones.registry import FAMILIES, load_backbone, parse_spec
 from linprobe.features.backbones.types import Backbone, UnknownBackboneError, WeightsUnavailableError
@@ -17,6 +17,7 @@ __all__ = [
     "UnknownBackboneError",
     "UnknownLayerError",
     "WeightsUnavailableError",
+    "format_backbones",
     "list_backbones",
     "load_backbone",
     "parse_spec",

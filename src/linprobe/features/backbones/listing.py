@@ -135,3 +135,15 @@ def list_backbones(
     if "timm" in families:
         rows += _timm_rows(pattern)
     return rows
+
+
+def format_backbones(rows: list[dict]) -> str:
+    """Plain-text table of :func:`list_backbones` rows (what ``linprobe backbones`` prints)."""
+    header = ("spec", "embed_dim", "params (M)", "offline")
+    lines = [
+        (r["spec"], str(r["embed_dim"]), f"{r['num_params'] / 1e6:.1f}", "yes" if r["offline"] else "no")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*row).rstrip() for row in [header, *lines])
