@@ -1,15 +1,14 @@
-"""Issue 3.2: timm backbones (optional extra; .ci/run should install linprobe[timm] so these run)."""
+"""Issue 3.2: timm backbones. timm is an optional extra for users; the test extra installs it."""
 
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 
 from linprobe.features.backbones import UnknownBackboneError, WeightsUnavailableError, load_backbone
 
 from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
-
-timm = pytest.importorskip("timm", reason="optional extra: pip install 'linprobe[timm]'")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vit_tiny_patch16_224", "mobilenetv3_small_050"])
