@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from linprobe.reports.build import build_report, write_learning_curves_csv
+from linprobe.reports.build import build_report, write_learning_curves
 from tests.reports.artifacts import write_artifacts
 from tests.reports.conftest import EVIL
 
@@ -121,12 +121,15 @@ def test_multilabel_report(tmp_path):
 
 
 def test_learning_curves_csv(multiclass_artifacts, tmp_path):
-    path = write_learning_curves_csv(multiclass_artifacts, tmp_path / "lc.csv")
-    lines = path.read_text().splitlines()
-    assert lines[0] == "backbone,probe,k,mean,std"
-    assert len(lines) == 1 + 2 * 2 * 3  # backbones x probes x k values
+    (tmp_path / "lc").mkdir()
+    (tmp_path / "lc" / "gone-run.csv").write_text("k,mean,std\n")  # a run since removed
+    paths = write_learning_curves(multiclass_artifacts, tmp_path / "lc")
+    assert len(paths) == 2 * 2  # backbones x probes
+    assert sorted(p.name for p in (tmp_path / "lc").iterdir()) == sorted(p.name for p in paths)
+    lines = (tmp_path / "lc" / "pool7-ridge.csv").read_text().splitlines()
+    assert lines[0] == "k,mean,std" and len(lines) == 1 + 3  # k values
     m = json.loads((multiclass_artifacts / "metrics" / "pool7" / "ridge.json").read_text())
-    assert f"pool7,ridge,4,{m['few_shot']['mean'][2]}" in path.read_text()
+    assert lines[3].startswith(f"4,{m['few_shot']['mean'][2]},")
 
 
 def test_overview_grid_marks_best_per_probe(report):

@@ -70,9 +70,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from linprobe.reports.build import build_report
+    from linprobe.reports.build import build_report, write_learning_curves
 
     out = build_report(args.artifacts, args.out, params_file=args.params)
+    if args.plots_dir is not None:
+        write_learning_curves(args.artifacts, args.plots_dir)
     print(f"report written to {Path(out).resolve()}")
 
 
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--artifacts", required=True, type=Path)
     rp.add_argument("--out", required=True, type=Path)
     rp.add_argument("--params", type=Path, default=None, help="params.yaml, shown in the report")
+    rp.add_argument("--plots-dir", type=Path, default=None,
+                    help="also write few-shot learning curves here as CSV (for `dvc plots`)")
     rp.set_defaults(func=cmd_report)
 
     bb = sub.add_parser("backbones", help="list the backbones linprobe can load")

@@ -75,26 +75,27 @@ def _si(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def write_learning_curves_csv(artifacts: str | Path, path: str | Path) -> Path | None:
-    """Few-shot curves of every run as tidy CSV ``backbone,probe,k,mean,std`` (for ``dvc plots``).
+def write_learning_curves(artifacts: str | Path, out_dir: str | Path) -> list[Path]:
+    """Few-shot curve of each run as ``<out_dir>/<backbone>-<probe>.csv`` with ``k,mean,std``.
 
-    Returns the path, or None (and writes nothing) when no run has few-shot results.
+    One file per run because `dvc plots` draws one curve per file (a plots directory declared in
+    dvc.yaml). Stale files of runs that no longer exist are removed. Returns the paths written.
     """
-    rows = []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
     for lc in sections.learning_curves_data(load_runs(artifacts)):
         for c in lc["curves"]:
-            for i, k in enumerate(c["k"]):
-                std = c["std"][i] if c["std"] is not None else ""
-                rows.append([c["label"], lc["probe"], k, c["mean"][i], std])
-    if not rows:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["backbone", "probe", "k", "mean", "std"])
-        w.writerows(rows)
-    return path
+            path = out_dir / f"{c['label']}-{lc['probe']}.csv"
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["k", "mean", "std"])
+                for i, k in enumerate(c["k"]):
+                    w.writerow([k, c["mean"][i], c["std"][i] if c["std"] is not None else ""])
+            written.append(path)
+    for stale in set(out_dir.glob("*.csv")) - set(written):
+        stale.unlink()
+    return written
 
 
 def build_report(
