@@ -82,9 +82,18 @@ def test_repro_builds_everything_then_is_a_no_op(project):
     again = sh(str(BIN / "dvc"), "repro", cwd=project)
     assert ran_stages(again) == set(), again
 
-    # dvc reads the metrics that the train stages declare.
-    shown = sh(str(BIN / "dvc"), "metrics", "show", "--json", cwd=project)
-    assert "accuracy" in shown
+    # DVC-native outputs: the metrics and plots that the stages declare.
+    shown = json.loads(sh(str(BIN / "dvc"), "metrics", "show", "--json", cwd=project))
+    files = shown[""]["data"]  # "" = the workspace
+    acc = files["artifacts/metrics/lite0/logreg.json"]["data"]["test"]["accuracy"]
+    assert 0.0 <= acc <= 1.0
+    plots = json.loads(sh(str(BIN / "dvc"), "plots", "show", "--json", cwd=project))
+    assert "errors" not in plots, plots.get("errors")
+    for name in ("lite0", "resnet18_random"):
+        assert f"artifacts/predictions/{name}/logreg.csv" in plots["data"]
+        assert f"artifacts/plots/learning_curves/{name}-logreg.csv" in plots["data"]
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "commit", "-qm", "first run", cwd=project)
 
 
 def test_adding_a_backbone_runs_only_its_stages(project):
@@ -93,4 +102,7 @@ def test_adding_a_backbone_runs_only_its_stages(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh(str(BIN / "dvc"), "repro", cwd=project)
     assert ran_stages(out) == {"extract@mnv3", "train@mnv3-logreg", "report"}, out
+    diff = json.loads(sh(str(BIN / "dvc"), "metrics", "diff", "--json", cwd=project))
+    new = diff["artifacts/metrics/mnv3/logreg.json"]["test.accuracy"]
+    assert new["old"] is None and 0.0 <= new["new"] <= 1.0
     assert "mnv3" in (project / "artifacts" / "report" / "index.html").read_text()
