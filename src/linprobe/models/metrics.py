@@ -1,0 +1,141 @@
+"""Test/val metrics for multi-class and multi-label probes (the metrics-JSON sections).
+
+Shapes: multiclass ``y`` (n,) int class indices, ``scores`` (n, C); multilabel ``Y`` (n, C) 0/1,
+``scores`` (n, C). ``C`` is always the full class list, so classes missing from a split keep
+their column (see :func:`full_scores`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score,
+                             confusion_matrix, f1_score, hamming_loss,
+                             precision_recall_curve, precision_recall_fscore_support,
+                             top_k_accuracy_score)
+
+MAX_PR_POINTS = 50
+
+
+def full_scores(model, X: np.ndarray, n_classes: int) -> tuple[np.ndarray, str]:
+    """Per-class scores (n, n_classes) float32 and their kind ("probability" | "decision").
+
+    Columns follow class index order even when the model saw only some classes (missing
+    ones get the lowest possible score, so they are never predicted).
+    """
+    if hasattr(model, "predict_proba"):
+        raw, kind, fill = model.predict_proba(X), "probability", 0.0
+    else:
+        raw, kind, fill = model.decision_function(X), "decision", -np.inf
+    raw = np.asarray(raw, dtype=np.float32)
+    classes = getattr(model, "classes_", None)
+    if raw.ndim == 1:                        # binary decision_function: score of classes_[1]
+        raw = np.column_stack([-raw, raw])
+    if classes is None or (classes.ndim == 1 and raw.shape[1] == n_classes
+                           and np.array_equal(classes, np.arange(n_classes))):
+        return raw, kind
+    if classes.ndim != 1:                    # multilabel OVR: columns are already the classes
+        return raw, kind
+    out = np.full((raw.shape[0], n_classes), fill, dtype=np.float32)
+    if kind == "decision":
+        out[:] = np.finfo(np.float32).min    # finite, so JSON/CSV never see -inf
+    out[:, classes.astype(int)] = raw
+    return out, kind
+
+
+def multiclass_metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray | None,
+                       class_names: list[str]) -> dict:
+    """{"summary": {...}, "per_class": {...}, "confusion_matrix": [[...]]}."""
+    labels = np.arange(len(class_names))
+    summary = {
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": balanced_accuracy(y, pred),
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+    }
+    if scores is not None and len(class_names) >= 5:
+        summary["top5_accuracy"] = float(top_k_accuracy_score(y, scores, k=5, labels=labels))
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    per_class = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                        "support": int(s[i])} for i, name in enumerate(class_names)}
+    cm = confusion_matrix(y, pred, labels=labels)
+    return {"summary": summary, "per_class": per_class, "confusion_matrix": cm.tolist()}
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y`` (sklearn's definition)."""
+    return float(balanced_accuracy_score(y, pred))
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """Macro F1 over the classes present in y or pred (sklearn's default label set)."""
+    return float(f1_score(y, pred, average="macro", zero_division=0))
+
+
+def mean_ap(Y: np.ndarray, scores: np.ndarray) -> float:
+    """Macro mAP over the classes with at least one positive in ``Y`` (NaN if none)."""
+    present = Y.sum(axis=0) > 0
+    if not present.any():
+        return float("nan")
+    return float(average_precision_score(Y[:, present], scores[:, present], average="macro"))
+
+
+def micro_ap(Y: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision over all (sample, class) pairs pooled."""
+    if Y.sum() == 0:
+        return float("nan")
+    return float(average_precision_score(Y, scores, average="micro"))
+
+
+def tune_thresholds(Y: np.ndarray, scores: np.ndarray, default: float) -> np.ndarray:
+    """Per-class thresholds (C,) that maximise F1 on (Y, scores); ``default`` where a class has
+    no positives (F1 is undefined there)."""
+    thresholds = np.full(Y.shape[1], default, dtype=np.float64)
+    for c in range(Y.shape[1]):
+        if Y[:, c].sum() == 0:
+            continue
+        prec, rec, thr = precision_recall_curve(Y[:, c], scores[:, c])
+        f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
+        thresholds[c] = float(thr[int(np.argmax(f1))])
+    return thresholds
+
+
+def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
+                       class_names: list[str]) -> dict:
+    """{"summary", "per_class", "pr_curves", "missing"}; classes without positives in Y get
+    ap = null and are listed under "missing" instead of failing."""
+    pred = (scores >= thresholds[None, :]).astype(np.uint8)
+    summary = {
+        "mAP": _finite(mean_ap(Y, scores)),
+        "micro_ap": _finite(micro_ap(Y, scores)),
+        "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(Y, pred, average="macro", zero_division=0)),
+        "hamming_loss": float(hamming_loss(Y, pred)),
+        "subset_accuracy": float(accuracy_score(Y, pred)),
+    }
+    p, r, f, s = precision_recall_fscore_support(Y, pred, average=None, zero_division=0)
+    per_class, curves, missing = {}, {}, []
+    for c, name in enumerate(class_names):
+        has_pos = bool(Y[:, c].sum() > 0)
+        ap = float(average_precision_score(Y[:, c], scores[:, c])) if has_pos else None
+        per_class[name] = {"ap": ap, "precision": float(p[c]), "recall": float(r[c]),
+                           "f1": float(f[c]), "support": int(s[c]),
+                           "threshold": _finite(float(thresholds[c]))}
+        if has_pos:
+            curves[name] = pr_curve(Y[:, c], scores[:, c])
+        else:
+            missing.append(name)
+    return {"summary": summary, "per_class": per_class, "pr_curves": curves, "missing": missing}
+
+
+def pr_curve(y: np.ndarray, score: np.ndarray, max_points: int = MAX_PR_POINTS) -> dict:
+    """Precision/recall curve of one class, downsampled to <= max_points (ends kept)."""
+    prec, rec, _ = precision_recall_curve(y, score)
+    if len(prec) > max_points:
+        keep = np.unique(np.linspace(0, len(prec) - 1, max_points).round().astype(int))
+        prec, rec = prec[keep], rec[keep]
+    return {"precision": [round(float(v), 5) for v in prec],
+            "recall": [round(float(v), 5) for v in rec]}
+
+
+def _finite(v: float) -> float | None:
+    """JSON-safe: NaN/inf become null."""
+    return float(v) if np.isfinite(v) else None

@@ -1,0 +1,159 @@
+"""Hyper-parameter selection on held-out data (never on test).
+
+Schemes: ``val`` (the given val split; if it is empty, a seeded stratified ``val_fraction`` of
+train, reported as ``val_from_train``) and ``kfold`` (stratified k-fold over train+val, for small
+data). Each grid value is fitted on the fold's training part and scored on its held-out part;
+consecutive values warm-start from the previous solution where the solver allows, and the
+``refine`` search bisects the log grid around the best value, warm-starting from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
+
+from .metrics import balanced_accuracy, full_scores, macro_f1, mean_ap, micro_ap
+from .probes import ProbeSpec, normalize_fit_transform
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+
+SCORERS: dict[str, ScoreFn] = {
+    "accuracy": lambda y, s: float(np.mean(np.argmax(s, axis=1) == y)),
+    "balanced_accuracy": lambda y, s: balanced_accuracy(y, np.argmax(s, axis=1)),
+    "macro_f1": lambda y, s: macro_f1(y, np.argmax(s, axis=1)),
+    "mAP": mean_ap,
+    "micro_ap": micro_ap,
+}
+
+
+@dataclass
+class Fold:
+    """One (fit, held-out) pair: row indices into the pooled train+val arrays."""
+    fit_idx: np.ndarray
+    eval_idx: np.ndarray
+    X_fit: np.ndarray = field(repr=False, default=None)
+    X_eval: np.ndarray = field(repr=False, default=None)
+    fitted: dict = field(default_factory=dict, repr=False)   # value -> fitted classifier
+
+
+@dataclass
+class Selection:
+    """Outcome: chosen ``value``, the whole ``curve`` [{param: v, "score": s}, ...] sorted by v,
+    held-out ``eval_scores`` (n_eval, C) at the chosen value with their labels ``eval_y`` (the
+    val split, or out-of-fold for kfold), and the wall time."""
+    scheme: str
+    param: str
+    value: Any
+    curve: list[dict]
+    eval_y: np.ndarray
+    eval_scores: np.ndarray
+    n_fits: int
+    seconds: float
+
+
+def make_folds(y: np.ndarray, is_val: np.ndarray, scheme: str, *, folds: int,
+               val_fraction: float, seed: int) -> tuple[str, list[Fold]]:
+    """Folds over the pooled train+val rows; y (n,) or (n, C), is_val (n,) bool."""
+    n = len(y)
+    multilabel = y.ndim == 2
+    if scheme == "kfold":
+        if n < folds:
+            raise ValueError(f"scheme 'kfold' with folds={folds} needs at least {folds} "
+                             f"train+val samples; got {n}. Lower the 'folds' option.")
+        splitter = (KFold(folds, shuffle=True, random_state=seed) if multilabel
+                    else StratifiedKFold(folds, shuffle=True, random_state=seed))
+        with warnings.catch_warnings():   # "least populated class has only k members"
+            warnings.simplefilter("ignore", UserWarning)
+            return "kfold", [Fold(a, b) for a, b in splitter.split(np.zeros(n), y)]
+    if is_val.any():
+        return "val", [Fold(np.flatnonzero(~is_val), np.flatnonzero(is_val))]
+    if n < 2:
+        raise ValueError("no val split and fewer than 2 train samples: cannot hold out data "
+                         "for selection; add a val split or more train data")
+    strat = (not multilabel and np.unique(y, return_counts=True)[1].min() >= 2
+             and round(val_fraction * n) >= len(np.unique(y)))
+    cls = StratifiedShuffleSplit if strat else ShuffleSplit
+    a, b = next(cls(n_splits=1, test_size=val_fraction, random_state=seed)
+                .split(np.zeros(n), y if strat else None))
+    return "val_from_train", [Fold(a, b)]
+
+
+def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
+           is_val: np.ndarray, n_classes: int) -> Selection:
+    """Search ``opts["grid"]`` for ``spec.param`` on X (n, D) float32 train+val, y, is_val."""
+    t0 = time.perf_counter()
+    scheme, folds = make_folds(y, is_val, opts["scheme"], folds=opts["folds"],
+                               val_fraction=opts["val_fraction"], seed=seed)
+    for f in folds:
+        _, f.X_fit, f.X_eval = normalize_fit_transform(opts["normalize"], X[f.fit_idx],
+                                                       X[f.eval_idx])
+    score_fn = SCORERS[opts["selection_metric"]]
+    eval_y = y[np.concatenate([f.eval_idx for f in folds])]
+    results: dict[Any, tuple[float, np.ndarray]] = {}
+    n_fits = 0
+
+    def evaluate(values: list) -> None:
+        nonlocal n_fits
+        for v in values:
+            parts = []
+            for f in folds:
+                parts.append(_fit_score(spec, opts, seed, f, v, y, n_classes))
+                n_fits += 1
+            s = np.concatenate(parts)
+            # With kfold the curve is the score of the pooled out-of-fold predictions.
+            results[v] = (score_fn(eval_y, s), s)
+
+    evaluate(list(opts["grid"]))
+    if opts["search"] == "refine" and spec.log_scale:
+        for _ in range(opts["refine_steps"]):
+            evaluate(_refine_candidates(results))
+    values = sorted(results)
+    best = max(values, key=lambda v: (_finite(results[v][0]), -values.index(v)))
+    curve = [{spec.param: v, "score": _finite_or_none(results[v][0])} for v in values]
+    return Selection(scheme, spec.param, best, curve, eval_y, results[best][1], n_fits,
+                     time.perf_counter() - t0)
+
+
+def _fit_score(spec: ProbeSpec, opts: dict, seed: int, fold: Fold, v: Any, y: np.ndarray,
+               n_classes: int) -> np.ndarray:
+    """Fit at value v on the fold (warm-started from the nearest fitted value) and return the
+    held-out scores (n_eval, C)."""
+    clf = None
+    if spec.warm_start and fold.fitted:
+        nearest = min(fold.fitted, key=lambda u: abs(np.log(u) - np.log(v)))
+        clf = copy.deepcopy(fold.fitted[nearest])
+        clf.set_params(**{spec.param: v})
+    if clf is None:
+        clf = spec.build(v, opts, seed)
+    with warnings.catch_warnings():
+        # Non-converged fits at tiny/huge C are part of any sweep; the curve shows their score.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="Label .*present in all training")
+        clf.fit(fold.X_fit, y[fold.fit_idx])
+    if spec.warm_start:
+        fold.fitted[v] = clf
+    return full_scores(clf, fold.X_eval, n_classes)[0]
+
+
+def _refine_candidates(results: dict) -> list:
+    """Geometric midpoints between the best value and its evaluated neighbours."""
+    values = sorted(results)
+    i = max(range(len(values)), key=lambda j: (_finite(results[values[j]][0]), -j))
+    out = [float(np.sqrt(values[i] * values[j])) for j in (i - 1, i + 1) if 0 <= j < len(values)]
+    return [v for v in out if v not in results]
+
+
+def _finite(v: float) -> float:
+    return v if np.isfinite(v) else -np.inf
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
