@@ -82,3 +82,12 @@ def fmnist_small(tmp_path_factory) -> Path:
     ids = [f"{s}/{i:05d}.png" for i, s in enumerate(split)]
     path = tmp_path_factory.mktemp("fmnist") / "pixels14.h5"
     return write_h5(path, X, y, split, FMNIST_CLASSES, ids=ids, backbone="raw:pixels14")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_blas_thread():
+    """One BLAS thread: on the shared 2-core CI box OpenBLAS worker threads spin-wait against
+    other processes and made a 600 x 196 logistic fit ~100x slower (measured 6 s vs 0.06 s)."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

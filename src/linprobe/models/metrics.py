@@ -94,7 +94,11 @@ def tune_thresholds(Y: np.ndarray, scores: np.ndarray, default: float) -> np.nda
             continue
         prec, rec, thr = precision_recall_curve(Y[:, c], scores[:, c])
         f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
-        thresholds[c] = float(thr[int(np.argmax(f1))])
+        best = float(thr[int(np.argmax(f1))])
+        # Put the cut halfway to the next lower score rather than exactly on the lowest kept
+        # positive: the refit model's scores shift a little, and a cut on a sample is brittle.
+        below = scores[:, c][scores[:, c] < best]
+        thresholds[c] = (best + float(below.max())) / 2 if below.size else best
     return thresholds
 
 
@@ -107,7 +111,9 @@ def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray
         "mAP": _finite(mean_ap(Y, scores)),
         "micro_ap": _finite(micro_ap(Y, scores)),
         "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(Y, pred, average="macro", zero_division=0)),
+        # Macro over the classes with positives, like mAP (F1 is undefined without them).
+        "macro_f1": float(f1_score(Y, pred, labels=np.flatnonzero(Y.sum(axis=0) > 0),
+                                   average="macro", zero_division=0)) if Y.any() else None,
         "hamming_loss": float(hamming_loss(Y, pred)),
         "subset_accuracy": float(accuracy_score(Y, pred)),
     }

@@ -72,6 +72,9 @@ def resolve_options(options: dict | None, spec: ProbeSpec, task: str,
     _real(opts, "tol", 0.0)
     _real(opts, "temperature", 0.0)
     opts["grid"] = _grid(opts["grid"], spec)
+    if task == "multilabel" and isinstance(opts["class_weight"], dict):
+        raise _bad("class_weight", 'None or "balanced" for multilabel data (each class is its '
+                   "own binary problem)", opts["class_weight"])
     opts["class_weight"] = _class_weight(opts["class_weight"], class_names)
     opts["few_shot"] = _few_shot(opts["few_shot"])
     return opts

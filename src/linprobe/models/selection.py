@@ -116,7 +116,7 @@ def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
         for _ in range(opts["refine_steps"]):
             evaluate(_refine_candidates(results))
     values = sorted(results)
-    best = max(values, key=lambda v: (_finite(results[v][0]), -values.index(v)))
+    best = _plateau_middle(values, [results[v][0] for v in values])
     curve = [{spec.param: v, "score": _finite_or_none(results[v][0])} for v in values]
     return Selection(scheme, spec.param, best, curve, eval_y, results[best][1], n_fits,
                      time.perf_counter() - t0)
@@ -146,9 +146,21 @@ def _fit_score(spec: ProbeSpec, opts: dict, seed: int, fold: Fold, v: Any, y: np
 def _refine_candidates(results: dict) -> list:
     """Geometric midpoints between the best value and its evaluated neighbours."""
     values = sorted(results)
-    i = max(range(len(values)), key=lambda j: (_finite(results[values[j]][0]), -j))
+    i = values.index(_plateau_middle(values, [results[v][0] for v in values]))
     out = [float(np.sqrt(values[i] * values[j])) for j in (i - 1, i + 1) if 0 <= j < len(values)]
     return [v for v in out if v not in results]
+
+
+def _plateau_middle(values: list, scores: list[float]) -> Any:
+    """The best-scoring value; among ties, the middle of the tied values.
+
+    Ties are common (accuracy on a small val split, or mAP that is a perfect 1.0 over a wide C
+    range); taking the smallest tied C would pick an over-regularised model whose scores are
+    badly scaled across classes, the largest an unregularised one.
+    """
+    s = np.array([_finite(v) for v in scores])
+    tied = np.flatnonzero(s == s.max())
+    return values[int(tied[(len(tied) - 1) // 2])]
 
 
 def _finite(v: float) -> float:
