@@ -51,7 +51,7 @@ def multiclass_metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray | Non
         "balanced_accuracy": balanced_accuracy(y, pred),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
     }
-    if scores is not None and len(class_names) >= 5:
+    if scores is not None and len(class_names) > 5:   # top-5 of 5 classes is always 1.0
         summary["top5_accuracy"] = float(top_k_accuracy_score(y, scores, k=5, labels=labels))
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     per_class = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),

@@ -56,6 +56,7 @@ class Selection:
     eval_y: np.ndarray
     eval_scores: np.ndarray
     n_fits: int
+    n_iter: int          # total solver iterations over all fits (0 for non-iterative probes)
     seconds: float
 
 
@@ -98,15 +99,17 @@ def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
     score_fn = SCORERS[opts["selection_metric"]]
     eval_y = y[np.concatenate([f.eval_idx for f in folds])]
     results: dict[Any, tuple[float, np.ndarray]] = {}
-    n_fits = 0
+    n_fits = n_iter = 0
 
     def evaluate(values: list) -> None:
-        nonlocal n_fits
+        nonlocal n_fits, n_iter
         for v in values:
             parts = []
             for f in folds:
-                parts.append(_fit_score(spec, opts, seed, f, v, y, n_classes))
+                scores, iters = _fit_score(spec, opts, seed, f, v, y, n_classes)
+                parts.append(scores)
                 n_fits += 1
+                n_iter += iters
             s = np.concatenate(parts)
             # With kfold the curve is the score of the pooled out-of-fold predictions.
             results[v] = (score_fn(eval_y, s), s)
@@ -118,14 +121,14 @@ def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
     values = sorted(results)
     best = _plateau_middle(values, [results[v][0] for v in values])
     curve = [{spec.param: v, "score": _finite_or_none(results[v][0])} for v in values]
-    return Selection(scheme, spec.param, best, curve, eval_y, results[best][1], n_fits,
+    return Selection(scheme, spec.param, best, curve, eval_y, results[best][1], n_fits, n_iter,
                      time.perf_counter() - t0)
 
 
 def _fit_score(spec: ProbeSpec, opts: dict, seed: int, fold: Fold, v: Any, y: np.ndarray,
-               n_classes: int) -> np.ndarray:
-    """Fit at value v on the fold (warm-started from the nearest fitted value) and return the
-    held-out scores (n_eval, C)."""
+               n_classes: int) -> tuple[np.ndarray, int]:
+    """Fit at value v on the fold (warm-started from the nearest fitted value); return the
+    held-out scores (n_eval, C) and the solver's iteration count."""
     clf = None
     if spec.warm_start and fold.fitted:
         nearest = min(fold.fitted, key=lambda u: abs(np.log(u) - np.log(v)))
@@ -140,7 +143,13 @@ def _fit_score(spec: ProbeSpec, opts: dict, seed: int, fold: Fold, v: Any, y: np
         clf.fit(fold.X_fit, y[fold.fit_idx])
     if spec.warm_start:
         fold.fitted[v] = clf
-    return full_scores(clf, fold.X_eval, n_classes)[0]
+    return full_scores(clf, fold.X_eval, n_classes)[0], n_iterations(clf)
+
+
+def n_iterations(clf) -> int:
+    """Solver iterations of a fitted linear model (summed over OVR estimators; 0 for k-NN)."""
+    est = getattr(clf, "estimators_", [clf])
+    return int(sum(np.max(getattr(e, "n_iter_", 0)) for e in est))
 
 
 def _refine_candidates(results: dict) -> list:
