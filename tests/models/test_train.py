@@ -48,6 +48,8 @@ def test_logreg_on_real_fashion_mnist_writes_three_artifacts(fmnist_small, tmp_p
     # Raw 14x14 pixels with 800 labelled images: well above chance, below the 60k figure.
     assert 0.65 < m["test"]["accuracy"] < 0.9
     # The saved Pipeline predicts on raw embeddings and reproduces the CSV.
+    # Only sklearn classes inside: the model loads wherever sklearn does, linprobe or not.
+    assert b"linprobe" not in model_path.read_bytes()
     model = joblib.load(model_path)
     rows = read_csv(pred_path)
     from linprobe.features.store import read_embeddings

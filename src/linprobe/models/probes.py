@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 from sklearn.svm import LinearSVC
 
 from .knn import CosineKNNClassifier
@@ -91,19 +91,6 @@ def get_probe(name: str, task: str | None = None) -> ProbeSpec:
     return spec
 
 
-class Identity(TransformerMixin, BaseEstimator):
-    """No-op normaliser (kept as a named step so the choice is visible in the saved model)."""
-
-    def fit(self, X, y=None) -> "Identity":
-        return self
-
-    def transform(self, X):
-        return X
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-
 def make_normalizer(kind: str) -> BaseEstimator:
     """Unfitted normaliser for ``standard`` | ``l2`` | ``none``."""
     if kind == "standard":
@@ -111,7 +98,9 @@ def make_normalizer(kind: str) -> BaseEstimator:
     if kind == "l2":
         return Normalizer()
     if kind == "none":
-        return Identity()
+        # Identity, kept as a named step so the choice is visible in the saved model; a plain
+        # sklearn class, so the pickle loads without linprobe's own classes.
+        return FunctionTransformer()
     raise ValueError(f"The 'normalize' option must be one of {NORMALIZATIONS}. Got {kind!r} instead.")
 
 

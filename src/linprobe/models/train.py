@@ -57,10 +57,10 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
     tv = tr | va
 
-    sel = select(spec, opts, seed, es.embeddings[tv], es.labels[tv], va[tv], C)
+    X_tv, y_tv = es.embeddings[tv], es.labels[tv]           # our own float32 copy ...
+    sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
 
     t0 = time.perf_counter()
-    X_tv, y_tv = es.embeddings[tv], es.labels[tv]           # our own float32 copy ...
     norm = make_normalizer(opts["normalize"]).fit(X_tv)
     if opts["normalize"] != "none":
         X_tv = norm.transform(X_tv, copy=False)             # ... so it is safe to scale in place
