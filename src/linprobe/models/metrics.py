@@ -23,21 +23,19 @@ def full_scores(model, X: np.ndarray, n_classes: int) -> tuple[np.ndarray, str]:
     ones get the lowest possible score, so they are never predicted).
     """
     if hasattr(model, "predict_proba"):
-        raw, kind, fill = model.predict_proba(X), "probability", 0.0
+        raw, kind = model.predict_proba(X), "probability"
     else:
-        raw, kind, fill = model.decision_function(X), "decision", -np.inf
+        raw, kind = model.decision_function(X), "decision"
     raw = np.asarray(raw, dtype=np.float32)
-    classes = getattr(model, "classes_", None)
     if raw.ndim == 1:                        # binary decision_function: score of classes_[1]
         raw = np.column_stack([-raw, raw])
-    if classes is None or (classes.ndim == 1 and raw.shape[1] == n_classes
-                           and np.array_equal(classes, np.arange(n_classes))):
+    classes = getattr(model, "classes_", None)
+    # Multilabel OVR has classes_ == arange(C) already; so does a model that saw every class.
+    if classes is None or np.array_equal(classes, np.arange(n_classes)):
         return raw, kind
-    if classes.ndim != 1:                    # multilabel OVR: columns are already the classes
-        return raw, kind
+    # Missing classes: probability 0, or the lowest finite decision value (JSON/CSV-safe).
+    fill = 0.0 if kind == "probability" else np.finfo(np.float32).min
     out = np.full((raw.shape[0], n_classes), fill, dtype=np.float32)
-    if kind == "decision":
-        out[:] = np.finfo(np.float32).min    # finite, so JSON/CSV never see -inf
     out[:, classes.astype(int)] = raw
     return out, kind
 
