@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "folds": 5,
     "val_fraction": 0.2,
     "selection_metric": None,   # None -> accuracy (multiclass) / mAP (multilabel)
+    "solver": "sklearn",        # logreg only: "sklearn" (reference) | "torch" (L-BFGS, GPU-capable)
+    "device": "auto",           # torch solver: "auto" | "cpu" | "cuda"
     "max_iter": 1000,
     "tol": 1e-4,
     "temperature": 0.07,
@@ -65,6 +67,11 @@ def resolve_options(options: dict | None, spec: ProbeSpec, task: str,
     _choice(opts, "search", ("grid", "refine"))
     _choice(opts, "scheme", ("val", "kfold"))
     _choice(opts, "selection_metric", SELECTION_METRICS[task])
+    _choice(opts, "solver", ("sklearn", "torch"))
+    _choice(opts, "device", ("auto", "cpu", "cuda"))
+    if opts["solver"] == "torch" and spec.name != "logreg":
+        raise _bad("solver", f"'sklearn' for probe {spec.name!r} (the torch solver is for "
+                   "'logreg' only)", opts["solver"])
     for name, low in (("refine_steps", 0), ("folds", 2), ("max_iter", 1), ("n_boot", 1)):
         _int(opts, name, low)
     _real(opts, "val_fraction", 0.0, 1.0)

@@ -45,7 +45,12 @@ class ProbeSpec:
     default_normalize: str
 
 
-def _logreg(value: float, opts: dict, seed: int, warm: bool = False) -> LogisticRegression:
+def _logreg(value: float, opts: dict, seed: int, warm: bool = False) -> BaseEstimator:
+    if opts.get("solver") == "torch":
+        from .torch_lbfgs import TorchLogisticRegression   # imports torch only when fitting
+        return TorchLogisticRegression(C=float(value), max_iter=opts["max_iter"], tol=opts["tol"],
+                                       class_weight=opts["class_weight"], warm_start=warm,
+                                       device=opts["device"])
     # lbfgs on >2 classes minimises the multinomial loss; it keeps float32 input as float32.
     return LogisticRegression(C=float(value), solver="lbfgs", max_iter=opts["max_iter"],
                               tol=opts["tol"], class_weight=opts["class_weight"],

@@ -66,6 +66,8 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         X_tv = norm.transform(X_tv, copy=False)             # ... so it is safe to scale in place
     clf = spec.build(sel.value, opts, seed)
     clf.fit(X_tv, y_tv)
+    if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
+        clf = clf.to_sklearn()
     model = assemble(norm, clf)
     fit_seconds = time.perf_counter() - t0
     del X_tv
