@@ -92,6 +92,12 @@ def naive_sweep(Xs, y, Xv, yv, Cs, args) -> dict:
             "best_C": float(Cs[best]), "val_accuracy": curve[best]}
 
 
+def summary(sel) -> dict:
+    """Time, fits, iterations, chosen C and best val accuracy of a selection."""
+    return {"seconds": sel.seconds, "fits": sel.n_fits, "n_iter": sel.n_iter, "best_C": sel.value,
+            "val_accuracy": max(p["score"] for p in sel.curve if p["score"] is not None)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--embeddings", help="real features (HDF5 with train/val/test splits)")
@@ -104,6 +110,8 @@ def main() -> None:
     ap.add_argument("--max-iter", type=int, default=1000)
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: all)")
+    ap.add_argument("--torch", action="store_true",
+                    help="also run linprobe's sweep with the torch L-BFGS solver (GPU if present)")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -122,10 +130,16 @@ def main() -> None:
                                 "refine_steps": args.refine_steps, "max_iter": args.max_iter,
                                 "tol": args.tol}, spec, "multiclass", [str(c) for c in range(10)])
         sel = select(spec, opts, 0, X, y, is_val, 10)
-        ours = {"seconds": sel.seconds, "fits": sel.n_fits, "n_iter": sel.n_iter,
-                "best_C": sel.value,
-                "val_accuracy": max(p["score"] for p in sel.curve if p["score"] is not None)}
+        ours = summary(sel)
         print("linprobe sweep:", json.dumps(ours), flush=True)
+        torch_sweep = None
+        if args.torch:
+            import torch
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            tsel = select(spec, {**opts, "solver": "torch", "device": "auto"}, 0, X, y, is_val, 10)
+            torch_sweep = {**summary(tsel), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+            print("linprobe sweep, torch solver:", json.dumps(torch_sweep), flush=True)
 
         sc = StandardScaler().fit(X[~is_val])
         Xs, Xv = sc.transform(X[~is_val]), sc.transform(X[is_val])
@@ -146,7 +160,8 @@ def main() -> None:
         refit = time.perf_counter() - t0
 
     result = {"features": desc, "n_train": int((~is_val).sum()), "n_val": int(is_val.sum()),
-              "dim": int(X.shape[1]), "linprobe": ours, "naive": naive,
+              "dim": int(X.shape[1]), "linprobe": ours, "linprobe_torch": torch_sweep,
+              "naive": naive,
               "speedup": naive["seconds"] / ours["seconds"],
               "val_accuracy_diff": ours["val_accuracy"] - naive["val_accuracy"],
               "test_accuracy": test_acc, "refit_seconds": refit,
