@@ -82,3 +82,40 @@ def test_kfold_folds_are_stratified_and_cover_everything():
     assert all(np.bincount(y[f.eval_idx]).tolist() == [4, 2] for f in folds)
     with pytest.raises(ValueError, match="Lower the 'folds' option"):
         make_folds(y[:3], np.zeros(3, bool), "kfold", folds=5, val_fraction=0.2, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["standard", "l2", "none"])
+def test_normalisation_stays_float32_and_spares_the_callers_array(kind):
+    from linprobe.models.probes import normalize_fit_transform
+    X = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32) * 3 + 1
+    X0 = X.copy()
+    norm, Xt, Xo = normalize_fit_transform(kind, X, X[:5])
+    assert Xt.dtype == Xo.dtype == np.float32 and np.array_equal(X, X0)
+    if kind == "standard":
+        assert np.allclose(Xt.mean(0), 0, atol=1e-5) and np.allclose(Xt.std(0), 1, atol=1e-4)
+    if kind == "l2":
+        assert np.allclose(np.linalg.norm(Xt, axis=1), 1, atol=1e-5)
+    own = X.copy()
+    _, Xi = normalize_fit_transform(kind, own, inplace=True)
+    assert np.allclose(Xi, Xt) and (kind == "none" or np.shares_memory(Xi, own))
+
+
+def test_fit_scaler_equals_sklearn_without_a_float64_copy():
+    import tracemalloc
+
+    from sklearn.preprocessing import StandardScaler
+
+    from linprobe.models.probes import fit_scaler
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(20000, 64)) * rng.uniform(0.1, 50, 64) + 7).astype(np.float32)
+    X[:, 3] = 2.5                                            # a constant feature
+    ref = StandardScaler().fit(X)
+    tracemalloc.start()
+    ours = fit_scaler(X, chunk_rows=1000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.allclose(ours.mean_, ref.mean_, rtol=1e-6)
+    assert np.allclose(ours.var_, ref.var_, rtol=1e-5) and ours.scale_[3] == ref.scale_[3] == 1.0
+    assert np.allclose(ours.transform(X[:100]), ref.transform(X[:100]), atol=1e-5)
+    # A float64 copy of X would be 2x X.nbytes; chunked sums stay far below one X.
+    assert peak < 0.25 * X.nbytes

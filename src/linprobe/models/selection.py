@@ -94,8 +94,9 @@ def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
     scheme, folds = make_folds(y, is_val, opts["scheme"], folds=opts["folds"],
                                val_fraction=opts["val_fraction"], seed=seed)
     for f in folds:
+        # X[idx] is a fresh copy, so it can be normalised in place.
         _, f.X_fit, f.X_eval = normalize_fit_transform(opts["normalize"], X[f.fit_idx],
-                                                       X[f.eval_idx])
+                                                       X[f.eval_idx], inplace=True)
     score_fn = SCORERS[opts["selection_metric"]]
     eval_y = y[np.concatenate([f.eval_idx for f in folds])]
     results: dict[Any, tuple[float, np.ndarray]] = {}
