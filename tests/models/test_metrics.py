@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -77,3 +79,17 @@ def test_full_scores_keeps_columns_of_classes_absent_from_training():
     scores, kind = M.full_scores(clf, X, 3)
     assert kind == "probability" and scores.shape == (4, 3) and (scores[:, 1] == 0).all()
     assert np.allclose(scores[:, [0, 2]], clf.predict_proba(X))
+
+
+def test_fast_balanced_accuracy_and_macro_f1_equal_sklearn():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n, k = rng.integers(1, 60), rng.integers(2, 8)
+        y = rng.integers(0, k, n)
+        pred = np.where(rng.random(n) < 0.6, y, rng.integers(0, k + 1, n))  # may add a class
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # "y_pred contains classes not in y_true"
+            ref_bal = balanced_accuracy_score(y, pred)
+            ref_f1 = f1_score(y, pred, average="macro", zero_division=0)
+        assert M.balanced_accuracy(y, pred) == pytest.approx(ref_bal, abs=1e-12), (y, pred)
+        assert M.macro_f1(y, pred) == pytest.approx(ref_f1, abs=1e-12), (y, pred)

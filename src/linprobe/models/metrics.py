@@ -58,14 +58,28 @@ def multiclass_metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray | Non
     return {"summary": summary, "per_class": per_class, "confusion_matrix": cm.tolist()}
 
 
+def _confusion(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(K, K) counts, rows = true class index; bincount is ~50x faster than sklearn's, which
+    matters inside a 1000-resample bootstrap."""
+    k = int(max(y.max(initial=0), pred.max(initial=0))) + 1
+    return np.bincount(y.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
+
+
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    """Mean recall over the classes present in ``y`` (sklearn's definition)."""
-    return float(balanced_accuracy_score(y, pred))
+    """Mean recall over the classes present in ``y`` (= sklearn's balanced_accuracy_score)."""
+    cm = _confusion(y, pred)
+    support = cm.sum(axis=1)
+    present = support > 0
+    return float(np.mean(np.diag(cm)[present] / support[present]))
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    """Macro F1 over the classes present in y or pred (sklearn's default label set)."""
-    return float(f1_score(y, pred, average="macro", zero_division=0))
+    """Macro F1 over the classes in y or pred (= sklearn's f1_score(average="macro"))."""
+    cm = _confusion(y, pred)
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)            # 2tp + fp + fn
+    used = denom > 0
+    return float(np.mean(2 * tp[used] / denom[used]))
 
 
 def mean_ap(Y: np.ndarray, scores: np.ndarray) -> float:
