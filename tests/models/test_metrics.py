@@ -55,6 +55,10 @@ def test_multilabel_metrics_and_tuned_thresholds():
     # class 0: positives 0.6, 0.4, best cut keeps both -> halfway to 0.3; class 1: halfway
     # between 0.5 and 0.2; class 2 has no positives -> default.
     assert thr == pytest.approx([0.35, 0.35, 0.5])
+    # Constant scores (a class the selection fit never saw) keep the default too.
+    flat = s.copy()
+    flat[:, 1] = 0.0
+    assert M.tune_thresholds(Y, flat, default=0.5)[1] == 0.5
     out = M.multilabel_metrics(Y, s, thr, list("abc"))
     assert out["summary"]["subset_accuracy"] == 1.0 and out["summary"]["hamming_loss"] == 0.0
     assert out["summary"]["mAP"] == 1.0 and out["summary"]["macro_f1"] == 1.0

@@ -99,10 +99,11 @@ def micro_ap(Y: np.ndarray, scores: np.ndarray) -> float:
 
 def tune_thresholds(Y: np.ndarray, scores: np.ndarray, default: float) -> np.ndarray:
     """Per-class thresholds (C,) that maximise F1 on (Y, scores); ``default`` where a class has
-    no positives (F1 is undefined there)."""
+    no positives (F1 is undefined there) or constant scores (the model that produced them never
+    saw the class, so they carry no information about where to cut)."""
     thresholds = np.full(Y.shape[1], default, dtype=np.float64)
     for c in range(Y.shape[1]):
-        if Y[:, c].sum() == 0:
+        if Y[:, c].sum() == 0 or np.ptp(scores[:, c]) == 0:
             continue
         prec, rec, thr = precision_recall_curve(Y[:, c], scores[:, c])
         f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
