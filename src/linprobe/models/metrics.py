@@ -8,7 +8,7 @@ their column (see :func:`full_scores`).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score,
+from sklearn.metrics import (accuracy_score, average_precision_score,
                              confusion_matrix, f1_score, hamming_loss,
                              precision_recall_curve, precision_recall_fscore_support,
                              top_k_accuracy_score)
@@ -47,7 +47,9 @@ def multiclass_metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray | Non
     summary = {
         "accuracy": float(accuracy_score(y, pred)),
         "balanced_accuracy": balanced_accuracy(y, pred),
-        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        # Over classes in y or pred (sklearn's default), so a class absent from test and never
+        # predicted does not count as F1 = 0; the bootstrap CI uses the same definition.
+        "macro_f1": macro_f1(y, pred),
     }
     if scores is not None and len(class_names) > 5:   # top-5 of 5 classes is always 1.0
         summary["top5_accuracy"] = float(top_k_accuracy_score(y, scores, k=5, labels=labels))

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 
 from linprobe.features.store import TASKS, EmbeddingSet, read_embeddings
 
@@ -30,8 +31,8 @@ from . import metrics as M
 from .fewshot import few_shot_curve
 from .options import resolve_options
 from .persist import dump_model, save_array, write_csv, write_json
-from .probes import ProbeSpec, assemble, get_probe, make_normalizer
-from .selection import SCORERS, select
+from .probes import ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform
+from .selection import SCORERS, Selection, select
 from .uncertainty import bootstrap_ci
 
 CI_METRICS = {"multiclass": {"accuracy": lambda y, p: float(np.mean(y == p)),
@@ -61,34 +62,12 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
 
     t0 = time.perf_counter()
-    norm = make_normalizer(opts["normalize"]).fit(X_tv)
-    if opts["normalize"] != "none":
-        X_tv = norm.transform(X_tv, copy=False)             # ... so it is safe to scale in place
-    clf = spec.build(sel.value, opts, seed)
-    clf.fit(X_tv, y_tv)
-    if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
-        clf = clf.to_sklearn()
-    model = assemble(norm, clf)
+    model = _refit(spec, opts, seed, sel.value, X_tv, y_tv)
     fit_seconds = time.perf_counter() - t0
     del X_tv
 
     X_te, y_te, ids_te = es.subset("test")
-    scores, kind = M.full_scores(model, X_te, C)
-    if multilabel:
-        thr = M.tune_thresholds(sel.eval_y, sel.eval_scores, 0.5 if kind == "probability" else 0.0)
-        test = M.multilabel_metrics(y_te, scores, thr, es.class_names)
-        val = M.multilabel_metrics(sel.eval_y, sel.eval_scores, thr, es.class_names)["summary"]
-        pred = (scores >= thr[None, :]).astype(np.uint8)
-        ci_args = {"mAP": (y_te, scores)}
-    else:
-        pred = model.predict(X_te).astype(np.int64)
-        test = M.multiclass_metrics(y_te, pred, scores, es.class_names)
-        val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1),
-                                   sel.eval_scores, es.class_names)["summary"]
-        ci_args = {name: (y_te, pred) for name in CI_METRICS["multiclass"]}
-    test_ci = {name: list(bootstrap_ci(CI_METRICS[es.task][name], *args, n_boot=opts["n_boot"],
-                                       alpha=opts["alpha"], seed=seed))
-               for name, args in ci_args.items()}
+    test, val, pred, scores, kind, test_ci = _evaluate(model, sel, X_te, y_te, es, opts, seed)
 
     result = {
         "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
@@ -96,7 +75,7 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         "class_names": es.class_names,
         "n": {s: int(m.sum()) for s, m in (("train", tr), ("val", va), ("test", te))},
         "embed_dim": int(es.embeddings.shape[1]),
-        "test": test["summary"], "test_ci": {k: [_js(v) for v in ci] for k, ci in test_ci.items()},
+        "test": test["summary"], "test_ci": test_ci,
         "val": val,
         "selection": {"scheme": sel.scheme, "metric": opts["selection_metric"],
                       "params": {sel.param: sel.value}, "grid": {sel.param: opts["grid"]},
@@ -107,7 +86,7 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         "missing_classes": _missing(es),
         "options": _options_json(opts, options),
         "score_kind": kind,
-        "converged": _converged(clf, opts["max_iter"]),
+        "converged": _converged(model.named_steps["probe"], opts["max_iter"]),
         "fit_seconds": round(fit_seconds, 3),
         "seed": int(seed),
     }
@@ -127,6 +106,43 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
 
     _write(Path(out_dir), path.stem, probe, model, result, es, ids_te, y_te, pred, scores)
     return result
+
+
+def _refit(spec: ProbeSpec, opts: dict, seed: int, value, X_tv: np.ndarray,
+           y_tv: np.ndarray) -> Pipeline:
+    """Fit normaliser + classifier at the chosen value on train+val. X_tv (n, D) must be the
+    caller's own float32 copy: it is normalised in place."""
+    norm, X_tv = normalize_fit_transform(opts["normalize"], X_tv, inplace=True)
+    clf = spec.build(value, opts, seed)
+    clf.fit(X_tv, y_tv)
+    if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
+        clf = clf.to_sklearn()
+    return assemble(norm, clf)
+
+
+def _evaluate(model: Pipeline, sel: Selection, X_te: np.ndarray, y_te: np.ndarray,
+              es: EmbeddingSet, opts: dict, seed: int):
+    """Score test once: (test metrics, val summary, test predictions, scores (n, C), score
+    kind, bootstrap CIs of the headline metrics)."""
+    C = len(es.class_names)
+    scores, kind = M.full_scores(model, X_te, C)
+    if es.task == "multilabel":
+        thr = M.tune_thresholds(sel.eval_y, sel.eval_scores, 0.5 if kind == "probability" else 0.0)
+        test = M.multilabel_metrics(y_te, scores, thr, es.class_names)
+        val = M.multilabel_metrics(sel.eval_y, sel.eval_scores, thr, es.class_names)["summary"]
+        pred = (scores >= thr[None, :]).astype(np.uint8)
+        ci_args = {"mAP": (y_te, scores)}
+    else:
+        pred = model.predict(X_te).astype(np.int64)
+        test = M.multiclass_metrics(y_te, pred, scores, es.class_names)
+        val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1),
+                                   sel.eval_scores, es.class_names)["summary"]
+        ci_args = {name: (y_te, pred) for name in CI_METRICS["multiclass"]}
+    test_ci = {name: [_js(v) for v in bootstrap_ci(CI_METRICS[es.task][name], *args,
+                                                    n_boot=opts["n_boot"], alpha=opts["alpha"],
+                                                    seed=seed)]
+               for name, args in ci_args.items()}
+    return test, val, pred, scores, kind, test_ci
 
 
 def _check_embeddings(es: EmbeddingSet, path: Path) -> None:
