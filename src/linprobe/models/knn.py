@@ -30,13 +30,13 @@ class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
         Votes per query; clipped to the number of training samples.
     temperature : float, default=0.07
         Vote weight is ``exp(cos_sim / temperature)``; DINO uses 0.07.
-    batch_size : int, default=1024
+    batch_size : int, default=256
         Queries per block, bounding the (batch, n_train) similarity matrix in memory.
     """
 
     _parameter_constraints: dict = {}
 
-    def __init__(self, n_neighbors: int = 20, temperature: float = 0.07, batch_size: int = 1024):
+    def __init__(self, n_neighbors: int = 20, temperature: float = 0.07, batch_size: int = 256):
         self.n_neighbors = n_neighbors
         self.temperature = temperature
         self.batch_size = batch_size
