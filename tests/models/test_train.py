@@ -66,6 +66,7 @@ def test_logreg_on_real_fashion_mnist_writes_three_artifacts(fmnist_small, tmp_p
     assert float(rows[0]["score"]) == pytest.approx(scores[0, pred[0]], rel=1e-5)
     # float32 end to end: lbfgs fitted in float32.
     assert model.named_steps["probe"].coef_.dtype == np.float32
+    assert model.named_steps["probe"].warm_start is False
 
 
 @pytest.mark.parametrize("probe", ["logreg", "linear_svm", "knn", "ovr_logreg", "ovr_linear_svm"])

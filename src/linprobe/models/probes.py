@@ -31,8 +31,8 @@ class ProbeSpec:
 
     ``build(value, options, seed)`` returns the unfitted classifier with the searched
     hyper-parameter ``param`` set to ``value``. ``log_scale`` says the grid is geometric (C) and
-    may be refined between grid points; ``warm_start`` says consecutive grid fits may reuse the
-    previous solution (same object, ``set_params``).
+    may be refined between grid points; ``warm_start`` says a grid fit may start from the solution at
+    the nearest value already fitted (a copy of that estimator, ``set_params``, ``fit``).
     """
 
     name: str

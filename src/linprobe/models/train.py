@@ -117,6 +117,8 @@ def _refit(spec: ProbeSpec, opts: dict, seed: int, value, X_tv: np.ndarray,
     clf.fit(X_tv, y_tv)
     if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
         clf = clf.to_sklearn()
+    if clf.get_params().get("warm_start"):
+        clf.set_params(warm_start=False)  # a user refitting the saved model starts cold
     return assemble(norm, clf)
 
 
