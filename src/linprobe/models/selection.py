@@ -1,0 +1,181 @@
+"""Hyper-parameter selection on held-out data (never on test).
+
+Schemes: ``val`` (the given val split; if it is empty, a seeded stratified ``val_fraction`` of
+train, reported as ``val_from_train``) and ``kfold`` (stratified k-fold over train+val, for small
+data). Each grid value is fitted on the fold's training part and scored on its held-out part;
+consecutive values warm-start from the previous solution where the solver allows, and the
+``refine`` search bisects the log grid around the best value, warm-starting from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
+
+from .metrics import balanced_accuracy, full_scores, macro_f1, mean_ap, micro_ap
+from .probes import ProbeSpec, normalize_fit_transform
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+
+SCORERS: dict[str, ScoreFn] = {
+    "accuracy": lambda y, s: float(np.mean(np.argmax(s, axis=1) == y)),
+    "balanced_accuracy": lambda y, s: balanced_accuracy(y, np.argmax(s, axis=1)),
+    "macro_f1": lambda y, s: macro_f1(y, np.argmax(s, axis=1)),
+    "mAP": mean_ap,
+    "micro_ap": micro_ap,
+}
+
+
+@dataclass
+class Fold:
+    """One (fit, held-out) pair: row indices into the pooled train+val arrays."""
+    fit_idx: np.ndarray
+    eval_idx: np.ndarray
+    X_fit: np.ndarray = field(repr=False, default=None)
+    X_eval: np.ndarray = field(repr=False, default=None)
+    fitted: dict = field(default_factory=dict, repr=False)   # value -> fitted classifier
+
+
+@dataclass
+class Selection:
+    """Outcome: chosen ``value``, the whole ``curve`` [{param: v, "score": s}, ...] sorted by v,
+    held-out ``eval_scores`` (n_eval, C) at the chosen value with their labels ``eval_y`` (the
+    val split, or out-of-fold for kfold), and the wall time."""
+    scheme: str
+    param: str
+    value: Any
+    curve: list[dict]
+    eval_y: np.ndarray
+    eval_scores: np.ndarray
+    n_fits: int
+    n_iter: int          # total solver iterations over all fits (0 for non-iterative probes)
+    seconds: float
+
+
+def make_folds(y: np.ndarray, is_val: np.ndarray, scheme: str, *, folds: int,
+               val_fraction: float, seed: int) -> tuple[str, list[Fold]]:
+    """Folds over the pooled train+val rows; y (n,) or (n, C), is_val (n,) bool."""
+    n = len(y)
+    multilabel = y.ndim == 2
+    if scheme == "kfold":
+        if n < folds:
+            raise ValueError(f"scheme 'kfold' with folds={folds} needs at least {folds} "
+                             f"train+val samples; got {n}. Lower the 'folds' option.")
+        splitter = (KFold(folds, shuffle=True, random_state=seed) if multilabel
+                    else StratifiedKFold(folds, shuffle=True, random_state=seed))
+        with warnings.catch_warnings():   # "least populated class has only k members"
+            warnings.simplefilter("ignore", UserWarning)
+            return "kfold", [Fold(a, b) for a, b in splitter.split(np.zeros(n), y)]
+    if is_val.any():
+        return "val", [Fold(np.flatnonzero(~is_val), np.flatnonzero(is_val))]
+    if n < 2:
+        raise ValueError("no val split and fewer than 2 train samples: cannot hold out data "
+                         "for selection; add a val split or more train data")
+    strat = (not multilabel and np.unique(y, return_counts=True)[1].min() >= 2
+             and round(val_fraction * n) >= len(np.unique(y)))
+    cls = StratifiedShuffleSplit if strat else ShuffleSplit
+    a, b = next(cls(n_splits=1, test_size=val_fraction, random_state=seed)
+                .split(np.zeros(n), y if strat else None))
+    return "val_from_train", [Fold(a, b)]
+
+
+def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
+           is_val: np.ndarray, n_classes: int) -> Selection:
+    """Search ``opts["grid"]`` for ``spec.param`` on X (n, D) float32 train+val, y, is_val."""
+    t0 = time.perf_counter()
+    scheme, folds = make_folds(y, is_val, opts["scheme"], folds=opts["folds"],
+                               val_fraction=opts["val_fraction"], seed=seed)
+    for f in folds:
+        # X[idx] is a fresh copy, so it can be normalised in place.
+        _, f.X_fit, f.X_eval = normalize_fit_transform(opts["normalize"], X[f.fit_idx],
+                                                       X[f.eval_idx], inplace=True)
+    score_fn = SCORERS[opts["selection_metric"]]
+    eval_y = y[np.concatenate([f.eval_idx for f in folds])]
+    results: dict[Any, tuple[float, np.ndarray]] = {}
+    n_fits = n_iter = 0
+
+    def evaluate(values: list) -> None:
+        nonlocal n_fits, n_iter
+        for v in values:
+            parts = []
+            for f in folds:
+                scores, iters = _fit_score(spec, opts, seed, f, v, y, n_classes)
+                parts.append(scores)
+                n_fits += 1
+                n_iter += iters
+            s = np.concatenate(parts)
+            # With kfold the curve is the score of the pooled out-of-fold predictions.
+            results[v] = (score_fn(eval_y, s), s)
+
+    evaluate(list(opts["grid"]))
+    if opts["search"] == "refine" and spec.log_scale:
+        for _ in range(opts["refine_steps"]):
+            evaluate(_refine_candidates(results))
+    values = sorted(results)
+    best = _plateau_middle(values, [results[v][0] for v in values])
+    curve = [{spec.param: v, "score": _finite_or_none(results[v][0])} for v in values]
+    return Selection(scheme, spec.param, best, curve, eval_y, results[best][1], n_fits, n_iter,
+                     time.perf_counter() - t0)
+
+
+def _fit_score(spec: ProbeSpec, opts: dict, seed: int, fold: Fold, v: Any, y: np.ndarray,
+               n_classes: int) -> tuple[np.ndarray, int]:
+    """Fit at value v on the fold (warm-started from the nearest fitted value); return the
+    held-out scores (n_eval, C) and the solver's iteration count."""
+    clf = None
+    if spec.warm_start and fold.fitted:
+        nearest = min(fold.fitted, key=lambda u: abs(np.log(u) - np.log(v)))
+        clf = copy.deepcopy(fold.fitted[nearest])
+        clf.set_params(**{spec.param: v})
+    if clf is None:
+        clf = spec.build(v, opts, seed)
+    with warnings.catch_warnings():
+        # Non-converged fits at tiny/huge C are part of any sweep; the curve shows their score.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="Label .*present in all training")
+        clf.fit(fold.X_fit, y[fold.fit_idx])
+    if spec.warm_start:
+        fold.fitted[v] = clf
+    return full_scores(clf, fold.X_eval, n_classes)[0], n_iterations(clf)
+
+
+def n_iterations(clf) -> int:
+    """Solver iterations of a fitted linear model (summed over OVR estimators; 0 for k-NN)."""
+    est = getattr(clf, "estimators_", [clf])
+    return int(sum(np.max(getattr(e, "n_iter_", 0)) for e in est))
+
+
+def _refine_candidates(results: dict) -> list:
+    """Geometric midpoints between the best value and its evaluated neighbours."""
+    values = sorted(results)
+    i = values.index(_plateau_middle(values, [results[v][0] for v in values]))
+    out = [float(np.sqrt(values[i] * values[j])) for j in (i - 1, i + 1) if 0 <= j < len(values)]
+    return [v for v in out if v not in results]
+
+
+def _plateau_middle(values: list, scores: list[float]) -> Any:
+    """The best-scoring value; among ties, the middle of the tied values.
+
+    Ties are common (accuracy on a small val split, or mAP that is a perfect 1.0 over a wide C
+    range); taking the smallest tied C would pick an over-regularised model whose scores are
+    badly scaled across classes, the largest an unregularised one.
+    """
+    s = np.array([_finite(v) for v in scores])
+    tied = np.flatnonzero(s == s.max())
+    return values[int(tied[(len(tied) - 1) // 2])]
+
+
+def _finite(v: float) -> float:
+    return v if np.isfinite(v) else -np.inf
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None

@@ -1,0 +1,122 @@
+"""Optional torch L-BFGS solver for the ``logreg`` probe (CPU or GPU).
+
+It minimises exactly sklearn's LogisticRegression(lbfgs) objective,
+
+    (1 / sum(w)) * [ sum_i w_i * CE(x_i W^T + b, y_i) + ||W||^2 / (2 C) ]
+
+(w_i = class weights; multinomial with one row per class for >= 3 classes, a single logistic
+row for 2 classes; intercept not penalised), with the same stopping rule (max |gradient| <= tol).
+sklearn's solver stays the reference: ``tests/models/test_torch_lbfgs.py`` checks coefficients
+and accuracy against it. torch is imported only inside ``fit``; the fitted estimator predicts
+with numpy, and :meth:`TorchLogisticRegression.to_sklearn` turns it into a plain
+``LogisticRegression`` for saving.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+
+class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
+    """L2 logistic regression fitted with ``torch.optim.LBFGS``.
+
+    Parameters mirror LogisticRegression (C, max_iter, tol, class_weight, warm_start);
+    ``device``: "auto" (cuda when available) | "cpu" | "cuda".
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
+                 class_weight=None, warm_start: bool = False, device: str = "auto"):
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.device = device
+
+    def fit(self, X, y) -> "TorchLogisticRegression":
+        """X (n, D) float32/float64, y (n,) labels."""
+        import torch    # lazy: linprobe.models must not need torch
+
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], order="C")
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError("TorchLogisticRegression needs at least 2 classes in y; "
+                             f"got {len(classes)}")
+        dev = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
+                           else ("cpu" if self.device == "auto" else self.device))
+        sw = compute_sample_weight(self.class_weight, y).astype(X.dtype)
+        Xt = torch.from_numpy(X).to(dev)
+        yt = torch.from_numpy(y_idx).to(dev)
+        swt = torch.from_numpy(sw).to(dev)
+        k = 1 if len(classes) == 2 else len(classes)
+        W = torch.zeros((k, X.shape[1]), dtype=Xt.dtype, device=dev)
+        b = torch.zeros(k, dtype=Xt.dtype, device=dev)
+        if self.warm_start and getattr(self, "coef_", None) is not None \
+                and self.coef_.shape == (k, X.shape[1]):
+            W.copy_(torch.from_numpy(self.coef_))
+            b.copy_(torch.from_numpy(self.intercept_))
+        W.requires_grad_(True)
+        b.requires_grad_(True)
+        sw_sum = float(sw.sum())
+        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=self.max_iter,
+                                tolerance_grad=self.tol, tolerance_change=64 * np.finfo(float).eps,
+                                history_size=10, line_search_fn="strong_wolfe")
+        n_eval = [0]
+
+        def closure():
+            opt.zero_grad()
+            logits = Xt @ W.T + b
+            if k == 1:
+                pointwise = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits[:, 0], yt.to(Xt.dtype), reduction="none")
+            else:
+                pointwise = torch.nn.functional.cross_entropy(logits, yt, reduction="none")
+            loss = ((swt * pointwise).sum() + (W * W).sum() / (2 * self.C)) / sw_sum
+            loss.backward()
+            n_eval[0] += 1
+            return loss
+
+        opt.step(closure)
+        self.classes_ = classes
+        self.coef_ = W.detach().cpu().numpy()
+        self.intercept_ = b.detach().cpu().numpy()
+        self.n_iter_ = np.array([opt.state[opt._params[0]].get("n_iter", n_eval[0])])
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """(n, C) logits, or (n,) for 2 classes (as sklearn)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        d = X @ self.coef_.T.astype(X.dtype) + self.intercept_.astype(X.dtype)
+        return d[:, 0] if d.shape[1] == 1 else d
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n, n_classes) probabilities."""
+        d = self.decision_function(X)
+        if d.ndim == 1:
+            p1 = 1 / (1 + np.exp(-d))
+            return np.column_stack([1 - p1, p1])
+        e = np.exp(d - d.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def to_sklearn(self) -> LogisticRegression:
+        """An equivalent fitted sklearn LogisticRegression (pickles without linprobe/torch)."""
+        check_is_fitted(self)
+        lr = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol,
+                                class_weight=self.class_weight)
+        lr.classes_ = self.classes_
+        lr.coef_ = self.coef_.copy()
+        lr.intercept_ = self.intercept_.copy()
+        lr.n_features_in_ = self.n_features_in_
+        lr.n_iter_ = self.n_iter_.copy()
+        return lr

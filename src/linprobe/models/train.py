@@ -1,0 +1,215 @@
+"""The ``train`` stage: one probe on one backbone's embeddings -> model, metrics, predictions.
+
+Protocol: the probe's grid is searched on held-out data (val split, a seeded fraction of train,
+or k-fold; see :mod:`.selection`), the chosen value is refit on train+val, and test is scored
+once. Artifacts, ``<backbone>`` being the embeddings file stem (each written atomically):
+
+- ``probes/<backbone>/<probe>.joblib``: ``Pipeline([("normalize", ...), ("probe", clf)])``.
+- ``metrics/<backbone>/<probe>.json``: the metrics schema (see :func:`train_probe`).
+- ``predictions/<backbone>/<probe>.csv``: ``id,actual,predicted,score``, one row per test sample
+  in file order. Multiclass: class names, score = probability (or decision value) of the
+  predicted class. Multilabel: ``|``-joined names (empty when none), score = the max score.
+- ``predictions/<backbone>/<probe>.scores.npy``: (n_test, C) float32 scores in the CSV's row
+  order and ``class_names`` column order (probabilities, or decision values for SVMs; see
+  ``score_kind`` in the metrics). The report uses them for PR curves and paired bootstraps.
+
+Multi-label decision thresholds are tuned per class for F1 on the held-out scores of the
+selection fits (val, or out-of-fold for kfold) and then applied to the refit model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from linprobe.features.store import TASKS, EmbeddingSet, read_embeddings
+
+from . import metrics as M
+from .fewshot import few_shot_curve
+from .options import resolve_options
+from .persist import dump_model, save_array, write_csv, write_json
+from .probes import ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform
+from .selection import SCORERS, Selection, select
+from .uncertainty import bootstrap_ci
+
+CI_METRICS = {"multiclass": {"accuracy": lambda y, p: float(np.mean(y == p)),
+                             "balanced_accuracy": M.balanced_accuracy, "macro_f1": M.macro_f1},
+              "multilabel": {"mAP": M.mean_ap}}
+HEADLINE = {"multiclass": "accuracy", "multilabel": "mAP"}
+
+
+def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
+                options: dict | None = None, seed: int = 0) -> dict:
+    """Select, refit and score ``probe`` on an embeddings file; write the three artifacts.
+
+    Returns the metrics dict that is written to ``metrics/<backbone>/<probe>.json``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"The 'seed' parameter of train_probe must be an int >= 0. Got {seed!r} instead.")
+    path = Path(embeddings)
+    es = read_embeddings(path)
+    _check_embeddings(es, path)
+    spec = get_probe(probe, es.task)
+    opts = resolve_options(options, spec, es.task, es.class_names)
+    C, multilabel = len(es.class_names), es.task == "multilabel"
+    tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
+    tv = tr | va
+
+    X_tv, y_tv = es.embeddings[tv], es.labels[tv]           # our own float32 copy ...
+    sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
+
+    t0 = time.perf_counter()
+    model = _refit(spec, opts, seed, sel.value, X_tv, y_tv)
+    fit_seconds = time.perf_counter() - t0
+    del X_tv
+
+    X_te, y_te, ids_te = es.subset("test")
+    test, val, pred, scores, kind, test_ci = _evaluate(model, sel, X_te, y_te, es, opts, seed)
+
+    result = {
+        "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
+        "probe": probe, "task": es.task, "headline": HEADLINE[es.task],
+        "class_names": es.class_names,
+        "n": {s: int(m.sum()) for s, m in (("train", tr), ("val", va), ("test", te))},
+        "embed_dim": int(es.embeddings.shape[1]),
+        "test": test["summary"], "test_ci": test_ci,
+        "val": val,
+        "selection": {"scheme": sel.scheme, "metric": opts["selection_metric"],
+                      "params": {sel.param: sel.value}, "grid": {sel.param: opts["grid"]},
+                      "search": opts["search"], "curve": sel.curve, "n_fits": sel.n_fits,
+                      "n_iter": sel.n_iter,
+                      "seconds": round(sel.seconds, 3)},
+        "per_class": test["per_class"],
+        "missing_classes": _missing(es),
+        "options": _options_json(opts, options),
+        "score_kind": kind,
+        "converged": _converged(model.named_steps["probe"], opts["max_iter"]),
+        "fit_seconds": round(fit_seconds, 3),
+        "seed": int(seed),
+    }
+    if multilabel:
+        result["pr_curves"] = test["pr_curves"]
+    else:
+        result["confusion_matrix"] = test["confusion_matrix"]
+    if opts["few_shot"]:
+        t0 = time.perf_counter()
+        X_tr, y_tr, _ = es.subset("train")
+        result["few_shot"] = few_shot_curve(
+            lambda: assemble(make_normalizer(opts["normalize"]), spec.build(sel.value, opts, seed)),
+            X_tr, y_tr, X_te, y_te, ks=opts["few_shot"]["k"], seeds=opts["few_shot"]["seeds"],
+            score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
+            metric=HEADLINE[es.task], base_seed=seed)
+        result["few_shot"]["seconds"] = round(time.perf_counter() - t0, 3)
+
+    _write(Path(out_dir), path.stem, probe, model, result, es, ids_te, y_te, pred, scores)
+    return result
+
+
+def _refit(spec: ProbeSpec, opts: dict, seed: int, value, X_tv: np.ndarray,
+           y_tv: np.ndarray) -> Pipeline:
+    """Fit normaliser + classifier at the chosen value on train+val. X_tv (n, D) must be the
+    caller's own float32 copy: it is normalised in place."""
+    norm, X_tv = normalize_fit_transform(opts["normalize"], X_tv, inplace=True)
+    clf = spec.build(value, opts, seed)
+    clf.fit(X_tv, y_tv)
+    if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
+        clf = clf.to_sklearn()
+    if clf.get_params().get("warm_start"):
+        clf.set_params(warm_start=False)  # a user refitting the saved model starts cold
+    return assemble(norm, clf)
+
+
+def _evaluate(model: Pipeline, sel: Selection, X_te: np.ndarray, y_te: np.ndarray,
+              es: EmbeddingSet, opts: dict, seed: int):
+    """Score test once: (test metrics, val summary, test predictions, scores (n, C), score
+    kind, bootstrap CIs of the headline metrics)."""
+    C = len(es.class_names)
+    scores, kind = M.full_scores(model, X_te, C)
+    if es.task == "multilabel":
+        thr = M.tune_thresholds(sel.eval_y, sel.eval_scores, 0.5 if kind == "probability" else 0.0)
+        test = M.multilabel_metrics(y_te, scores, thr, es.class_names)
+        val = M.multilabel_metrics(sel.eval_y, sel.eval_scores, thr, es.class_names)["summary"]
+        pred = (scores >= thr[None, :]).astype(np.uint8)
+        ci_args = {"mAP": (y_te, scores)}
+    else:
+        pred = model.predict(X_te).astype(np.int64)
+        test = M.multiclass_metrics(y_te, pred, scores, es.class_names)
+        val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1),
+                                   sel.eval_scores, es.class_names)["summary"]
+        ci_args = {name: (y_te, pred) for name in CI_METRICS["multiclass"]}
+    test_ci = {name: [_js(v) for v in bootstrap_ci(CI_METRICS[es.task][name], *args,
+                                                    n_boot=opts["n_boot"], alpha=opts["alpha"],
+                                                    seed=seed)]
+               for name, args in ci_args.items()}
+    return test, val, pred, scores, kind, test_ci
+
+
+def _check_embeddings(es: EmbeddingSet, path: Path) -> None:
+    """Clear errors for files a probe cannot be trained on."""
+    n, C = len(es.ids), len(es.class_names)
+    if es.task not in TASKS:
+        raise ValueError(f"{path}: attribute 'task' must be 'multiclass' or 'multilabel', got {es.task!r}")
+    if C == 0:
+        raise ValueError(f"{path} has no 'class_names' attribute; re-run the extraction")
+    if es.embeddings.ndim != 2 or es.embeddings.shape[0] != n or es.embeddings.shape[1] == 0:
+        raise ValueError(f"{path}: 'embeddings' must be (N={n}, D>0); got {es.embeddings.shape}")
+    if not np.isfinite(es.embeddings).all():
+        raise ValueError(f"{path}: 'embeddings' contains NaN or inf values; re-run the extraction")
+    want = (n, C) if es.task == "multilabel" else (n,)
+    if es.labels.shape != want:
+        raise ValueError(f"{path}: 'labels' of a {es.task} file must have shape {want}, "
+                         f"got {es.labels.shape}")
+    lo, hi = (0, 1) if es.task == "multilabel" else (0, C - 1)
+    if n and (es.labels.min() < lo or es.labels.max() > hi):
+        raise ValueError(f"{path}: 'labels' must lie in [{lo}, {hi}] for {C} classes")
+    for split in ("train", "test"):
+        if not es.mask(split).any():
+            raise ValueError(f"{path} has no '{split}' samples; a probe needs train and test splits")
+
+
+def _missing(es: EmbeddingSet) -> dict[str, list[str]]:
+    """Class names with no sample (multiclass) / no positive (multilabel) in each split."""
+    out = {}
+    for split in ("train", "val", "test"):
+        y = es.labels[es.mask(split)]
+        present = (y.sum(axis=0) > 0) if es.task == "multilabel" else \
+            np.isin(np.arange(len(es.class_names)), y)
+        out[split] = [c for c, p in zip(es.class_names, present) if not p]
+    return out
+
+
+def _options_json(opts: dict, given: dict | None) -> dict:
+    out = dict(opts)
+    out["class_weight"] = (given or {}).get("class_weight")     # class names, not indices
+    return out
+
+
+def _converged(clf, max_iter: int) -> bool | None:
+    """False when an iterative solver stopped at max_iter (None when it has no such notion)."""
+    est = getattr(clf, "estimators_", [clf])
+    iters = [np.max(getattr(e, "n_iter_", 0)) for e in est if hasattr(e, "n_iter_")]
+    return bool(max(iters) < max_iter) if iters else None
+
+
+def _js(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _write(out_dir: Path, backbone: str, probe: str, model, result: dict, es: EmbeddingSet,
+           ids: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndarray) -> None:
+    names = np.asarray(es.class_names, dtype=object)
+    if es.task == "multilabel":
+        rows = zip(ids, ("|".join(names[r.astype(bool)]) for r in y),
+                   ("|".join(names[r.astype(bool)]) for r in pred), scores.max(axis=1))
+    else:
+        rows = zip(ids, names[y], names[pred], scores[np.arange(len(pred)), pred])
+    rows = ((i, a, p, f"{float(s):.6g}") for i, a, p, s in rows)
+    dump_model(out_dir / "probes" / backbone / f"{probe}.joblib", model)
+    write_csv(out_dir / "predictions" / backbone / f"{probe}.csv",
+              ["id", "actual", "predicted", "score"], rows)
+    save_array(out_dir / "predictions" / backbone / f"{probe}.scores.npy", scores)
+    # The metrics file goes last: its presence means the other artifacts are complete.
+    write_json(out_dir / "metrics" / backbone / f"{probe}.json", result)
