@@ -97,6 +97,25 @@ def default_num_workers(n_images: int, batch_size: int, device: torch.device) ->
     return max(1, min(4, cores // 4))
 
 
+def seeded_backbone(spec: str, *, image_size: int | None, layer: str | None, seed: int) -> Any:
+    """``load_backbone`` with torch's RNG seeded, so random-init (``:none``) weights are the same
+    in every process: a resumed run must continue with the very same network."""
+    from linprobe.features.backbones import load_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return load_backbone(spec, image_size=image_size, layer=layer)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer: what the resume check trusts, not the weights' name."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def _versions() -> dict[str, str]:
     import h5py
     import PIL
@@ -166,18 +185,17 @@ def extract_embeddings(
     unreadable images out (recorded in the ``skipped`` attr); ``'fail'`` raises naming the file.
     Returns ``Path(out)``.
     """
-    from linprobe.features.backbones import load_backbone
-
     _check_args(batch_size, num_workers, on_error)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     ds = load_dataset(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    bb = load_backbone(backbone, image_size=image_size, layer=layer)
+    bb = seeded_backbone(backbone, image_size=image_size, layer=layer, seed=seed)
     pre = bb.preprocess
     identity = {
         "format": _FORMAT,
         "backbone": bb.spec,
         "weights": bb.weights,
+        "weights_sha256": weights_digest(bb.model),
         "layer": bb.layer,
         "preprocess": pre.to_dict(),
         "dataset_fingerprint": ds.fingerprint(),
@@ -196,7 +214,8 @@ def extract_embeddings(
         "task": ds.task,
         "dataset_fingerprint": identity["dataset_fingerprint"],
         "data_root": str(ds.root),
-        "layer": bb.layer,
+        "layer": bb.layer or "penultimate",
+        "weights_sha256": identity["weights_sha256"],
         "device": _device_name(dev),
         "precision": prec,
         "batch_size": batch_size,
