@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms as T
+from torchvision.transforms import v2
 from PIL import Image
 
 from linprobe.features.datasets import load_dataset
@@ -39,11 +39,11 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _reference(spec: str, root: Path, ids: list[str], image_size: int) -> np.ndarray:
-    """(n, D) embeddings by a plain torchvision-transform + forward loop, for comparison."""
+    """(n, D) embeddings by a plain torchvision-v2 transform + forward loop, for comparison."""
     bb = seeded_backbone(spec, image_size=image_size, layer=None, seed=0)
     p = bb.preprocess
-    tf = T.Compose([T.Resize(p.resize), T.CenterCrop(p.crop), T.ToTensor(),
-                    T.Normalize(p.mean, p.std)])
+    tf = v2.Compose([v2.PILToTensor(), v2.Resize(p.resize, antialias=True), v2.CenterCrop(p.crop),
+                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(p.mean, p.std)])
     x = torch.stack([tf(Image.open(root / i).convert("RGB")) for i in ids])
     with torch.no_grad():
         return bb.model.eval()(x).numpy()

@@ -1,7 +1,7 @@
 """The extraction engine: dataset + backbone -> one HDF5 embeddings file, streamed and resumable.
 
-Hot path: DataLoader workers decode and resize to (crop, crop, 3) uint8 (small IPC, JPEG draft
-decoding); the main process normalises whole batches on the device, runs the model under
+Hot path: DataLoader workers decode and resize to (3, crop, crop) uint8 (``features.loader``);
+the main process normalises whole batches on the device, runs the model under
 ``torch.inference_mode`` (channels_last, autocast on CUDA) and appends each batch to
 ``<out>.partial``, which is renamed to ``out`` when complete.
 """
@@ -20,38 +20,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from linprobe.features.datasets import ImageDataset, load_dataset
-from linprobe.features.images import ImageDecodeError, load_image
+from linprobe.features.images import ImageDecodeError
+from linprobe.features.loader import DecodedImages
 from linprobe.features.store import EmbeddingWriter
 
 ON_ERROR = ("fail", "skip")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _FORMAT = 1  # bump when the meaning of stored embeddings changes: old partial files are discarded
-
-
-class DecodedImages(Dataset):
-    """Item i: ((crop, crop, 3) uint8 tensor, error reason or "") for ``paths[i]``.
-
-    Decoding errors are returned, not raised, so one bad file does not kill a worker and the
-    main process decides (fail or skip) with the file named.
-    """
-
-    def __init__(self, paths: list[Path], resize: int, crop: int, interpolation: str) -> None:
-        self.paths, self.resize, self.crop, self.interpolation = paths, resize, crop, interpolation
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        try:
-            arr = load_image(self.paths[i], self.resize, self.crop, self.interpolation)
-            return torch.from_numpy(arr), ""
-        except ImageDecodeError as exc:
-            return torch.zeros((self.crop, self.crop, 3), dtype=torch.uint8), exc.reason
 
 
 def resolve_device(device: str) -> torch.device:
@@ -325,9 +305,10 @@ def _forward(
     scale: torch.Tensor,
     shift: torch.Tensor,
 ) -> np.ndarray:
-    """(B, H, W, 3) uint8 -> (B, D) float32 numpy embeddings."""
-    # permute of NHWC is already channels_last-strided: no copy needed for the fast conv path.
-    x = x.to(dev, non_blocking=True).permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
+    """(B, 3, H, W) uint8 -> (B, D) float32 numpy embeddings."""
+    # channels_last on the uint8 batch (4x less to move); .float() keeps the memory format.
+    x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    x = x.float().mul_(scale).add_(shift)
     with torch.autocast(dev.type, dtype=PRECISIONS[prec], enabled=prec != "float32"):
         emb = model(x)
     if emb.ndim != 2:
