@@ -1,0 +1,203 @@
+"""Extraction throughput, measured side by side in one run (issue 3 item 8).
+
+For each image set (JPEG photos at dataset size ~500x375, camera size ~4000x3000, small PNGs):
+
+* model-only: the backbone's forward pass on pre-made input tensors (same batch, resolution,
+  threads, channels_last, inference mode) -- the ceiling for end-to-end throughput;
+* end-to-end: ``extract_embeddings`` (decode, resize, forward, HDF5 write);
+* naive: the classic transfer-learning-tutorial loop (DataLoader batch 4 with 4 workers, autograd
+  on, NCHW, full-size PIL decode + torchvision Resize/CenterCrop/ToTensor/Normalize).
+
+Then peak RSS of the extraction process as the number of images grows (should stay flat).
+Photos come from scikit-learn's bundled sample images, cropped/flipped for variety, resized and
+re-encoded into a temporary folder.
+
+    python benchmarks/extract.py                       # resnet18 (random init) at 224 px, CPU
+    python benchmarks/extract.py --device cuda --precision bfloat16 --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.datasets import load_sample_images
+from torch.utils.data import DataLoader
+from torchvision import datasets as tv_datasets
+from torchvision import transforms as T
+
+from linprobe.features.extract import (
+    PRECISIONS,
+    extract_embeddings,
+    resolve_device,
+    resolve_precision,
+    seeded_backbone,
+)
+
+SETS = {  # name: (width, height, format, number of images)
+    "jpeg-500x375": (500, 375, "JPEG", 256),
+    "jpeg-4000x3000": (4000, 3000, "JPEG", 48),
+    "png-64x64": (64, 64, "PNG", 512),
+}
+
+
+def make_images(root: Path, size: tuple[int, int], fmt: str, n: int, seed: int = 0) -> Path:
+    """``n`` distinct photos in ``root/<class>/`` (2 classes), varied crops/flips of the samples."""
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    for i in range(n):
+        src = photos[i % len(photos)]
+        h, w = src.shape[:2]
+        ch, cw = int(h * rng.uniform(0.7, 1)), int(w * rng.uniform(0.7, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = src[y : y + ch, x : x + cw][:, :: (1 if i % 2 else -1)]
+        im = Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.BILINEAR)
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = ".jpg" if fmt == "JPEG" else ".png"
+        im.save(folder / f"{i:05d}{suffix}", fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return root
+
+
+def model_only(bb, batch: int, dev: torch.device, prec: str, n_batches: int) -> float:
+    """img/s of the forward pass alone on pre-made normalised channels_last tensors."""
+    c = bb.preprocess.crop
+    x = torch.randn(batch, 3, c, c, device=dev).contiguous(memory_format=torch.channels_last)
+    model = bb.model.eval().to(dev, memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(dev.type, PRECISIONS[prec], enabled=prec != "float32"):
+        model(x), model(x)  # warm-up (oneDNN / cuDNN plan selection, allocator)
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(n_batches):
+            model(x).float().cpu()
+        _sync(dev)
+    return batch * n_batches / (time.perf_counter() - t0)
+
+
+def end_to_end(spec: str, data: Path, out: Path, args, workers: int | None) -> float:
+    """img/s of the extraction loop (the attr it records: loop only, model load excluded)."""
+    path = extract_embeddings(spec, data, out, image_size=args.image_size,
+                              batch_size=args.batch_size, device=args.device,
+                              precision=args.precision, num_workers=workers, progress=False,
+                              val_fraction=0.0, test_fraction=0.0)
+    with __import__("h5py").File(path) as f:
+        rate = float(f.attrs["images_per_s"])
+    path.unlink()
+    return rate
+
+
+def naive(bb, data: Path, dev: torch.device, limit: int) -> float:
+    """img/s of the tutorial-style loop on the first ``limit`` images."""
+    p = bb.preprocess
+    tf = T.Compose([T.Resize(p.resize), T.CenterCrop(p.crop), T.ToTensor(),
+                    T.Normalize(p.mean, p.std)])
+    ds = tv_datasets.ImageFolder(str(data), tf)
+    ds.samples = ds.samples[:limit]
+    loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=4)
+    model = bb.model.to(dev)
+    model.eval()
+    t0 = time.perf_counter()
+    n = 0
+    for x, _ in loader:  # autograd left on, NCHW, float32: as the tutorial does
+        model(x.to(dev)).detach().cpu()
+        n += len(x)
+    return n / (time.perf_counter() - t0)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+_RSS_CHILD = """
+import resource, sys
+from linprobe.features.extract import extract_embeddings
+extract_embeddings(sys.argv[1], sys.argv[2], sys.argv[3], image_size=int(sys.argv[4]),
+                   batch_size=int(sys.argv[5]), device=sys.argv[6], progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss(spec: str, data: Path, out: Path, args) -> float:
+    """Peak RSS (MiB) of a fresh process extracting ``data``."""
+    res = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, spec, str(data), str(out), str(args.rss_image_size),
+         str(args.batch_size), args.device],
+        capture_output=True, text=True, check=True,
+    )
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--backbone", default="torchvision:resnet18:none")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated subset of " + ",".join(SETS))
+    ap.add_argument("--workers", default="auto", help="comma list, e.g. auto,0,2")
+    ap.add_argument("--naive-images", type=int, default=64)
+    ap.add_argument("--rss", default="256,1024,4096", help="image counts for the RSS check ('' skips)")
+    ap.add_argument("--rss-image-size", type=int, default=64,
+                    help="backbone input size for the RSS check (memory, not speed, is measured)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    dev = resolve_device(args.device)
+    prec = resolve_precision(args.precision, dev)
+    bb = seeded_backbone(args.backbone, image_size=args.image_size, layer=None, seed=0)
+    print(f"{args.backbone} at {bb.preprocess.crop}px, batch {args.batch_size}, device {dev}, "
+          f"precision {prec}, torch threads {torch.get_num_threads()}, "
+          f"cores {len(os.sched_getaffinity(0))}")
+    results: dict = {"config": vars(args) | {"json": None, "device": str(dev), "precision": prec,
+                                            "threads": torch.get_num_threads()}, "sets": {}}
+    workers = [None if w == "auto" else int(w) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in args.sets.split(","):
+            w, h, fmt, n = SETS[name]
+            t0 = time.perf_counter()
+            data = make_images(tmp / name, (w, h), fmt, n)
+            print(f"\n[{name}] {n} images made in {time.perf_counter() - t0:.0f}s")
+            row: dict = {"model_only": [], **{f"e2e_workers={w or 'auto'}": [] for w in workers}}
+            n_batches = max(2, n // args.batch_size)
+            for _ in range(args.repeats):  # interleaved, so drifting load hits both alike
+                row["model_only"].append(model_only(bb, args.batch_size, dev, prec, n_batches))
+                for wk in workers:
+                    row[f"e2e_workers={wk or 'auto'}"].append(
+                        end_to_end(args.backbone, data, tmp / "out.h5", args, wk))
+            row["naive"] = [naive(bb, data, dev, args.naive_images)]
+            med = {k: statistics.median(v) for k, v in row.items()}
+            ref = med["model_only"]
+            for k, v in med.items():
+                extra = "" if k == "model_only" else f"  {v / ref:5.2f}x model-only"
+                if k.startswith("e2e"):
+                    extra += f"  {v / med['naive']:5.2f}x naive"
+                print(f"  {k:22s} {v:8.1f} img/s  (runs: {', '.join(f'{x:.1f}' for x in row[k])})"
+                      f"{extra}")
+            results["sets"][name] = {"runs": row, "median": med}
+        if args.rss:
+            print("\n[peak RSS vs images] png-64x64")
+            results["rss_mib"] = {}
+            for count in (int(c) for c in args.rss.split(",")):
+                data = make_images(tmp / f"rss{count}", (64, 64), "PNG", count, seed=1)
+                mib = peak_rss(args.backbone, data, tmp / "rss.h5", args)
+                results["rss_mib"][count] = mib
+                print(f"  {count:6d} images: {mib:7.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
