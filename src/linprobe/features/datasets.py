@@ -152,9 +152,14 @@ def _load_folder(root: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, 
 
 def _check_train_covers(ds: ImageDataset, source: Path) -> None:
     """Every class present in val/test must have training samples."""
-    onehot = ds.labels if ds.task == "multilabel" else np.eye(len(ds.class_names))[ds.labels]
-    in_train = onehot[ds.split == SPLIT_CODES["train"]].sum(axis=0) > 0
-    elsewhere = onehot[ds.split != SPLIT_CODES["train"]].sum(axis=0) > 0
+    train = ds.split == SPLIT_CODES["train"]
+
+    def present(rows: np.ndarray) -> np.ndarray:  # (C,) bool: class has a sample among rows
+        if ds.task == "multilabel":
+            return ds.labels[rows].any(axis=0)
+        return np.bincount(ds.labels[rows], minlength=len(ds.class_names)) > 0
+
+    in_train, elsewhere = present(train), present(~train)
     missing = [ds.class_names[k] for k in np.flatnonzero(elsewhere & ~in_train)]
     if missing:
         raise ValueError(

@@ -163,6 +163,8 @@ def extract_embeddings(
     Writes ``out + '.partial'`` batch by batch and renames it when done; a matching partial file
     from an interrupted run is resumed, a non-matching one discarded. ``on_error='skip'`` leaves
     unreadable images out (recorded in the ``skipped`` attr); ``'fail'`` raises naming the file.
+    ``seed`` seeds the split (when the data has none) and the weights of random-init backbones.
+    ``num_workers=None`` picks a count for the cores and device (see default_num_workers).
     Returns ``Path(out)``.
     """
     _check_args(batch_size, num_workers, on_error)
