@@ -152,7 +152,8 @@ def test_manifest_multilabel_pipe_and_indicator_columns(tmp_path):
     [
         ("file,label\nx.png,a\n", r"no 'path' column"),
         ("path,label\n", r"no rows"),
-        ("path,label\n../imgs/missing.png,a\n", r"line 2: file '../imgs/missing.png' does not exist"),
+        ("path,label\n../imgs/missing.png,a\n",
+         r"line 2: file '../imgs/missing.png' does not exist"),
         ("path,label,split\n{a},a,training\n", r"line 2: split 'training'.*one of \['train', 'val'"),
         ("path,label\n{a},a\n{a},b\n", r"line 3: .* listed again \(first on line 2\)"),
         ("path,label\n{a},\n", r"line 2: empty label"),

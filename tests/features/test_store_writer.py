@@ -48,7 +48,8 @@ def test_batches_skips_and_atomic_rename(tmp_path):
     kept = [0, 1, 2, 3, 4, 6, 7, 8, 9]
     assert es.embeddings[:, 0].tolist() == kept
     assert es.ids.tolist() == [f"c/{i:02d}.png" for i in kept]
-    assert es.labels.tolist() == [i % 3 for i in kept] and es.split.tolist() == [0] * 5 + [1] * 2 + [2] * 2
+    assert es.labels.tolist() == [i % 3 for i in kept]
+    assert es.split.tolist() == [0] * 5 + [1] * 2 + [2] * 2
     assert es.attrs["skipped"] == [{"id": "c/05.png", "reason": "truncated"}]
     assert es.attrs["seconds"] == 1.5 and es.class_names == ["a", "b", "c"]
     assert "processed" not in es.attrs

@@ -121,7 +121,7 @@ def _load_folder(root: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, 
         classes = _scan_classes(root, root)
         names = sorted(classes)
         ids = [i for n in names for i in classes[n]]
-        labels = np.concatenate([np.full(len(classes[n]), k, np.int64) for k, n in enumerate(names)])
+        labels = np.repeat(np.arange(len(names), dtype=np.int64), [len(classes[n]) for n in names])
         return ids, labels, None, names
     others = sorted(set(subdirs) - set(split_dirs))
     if others:
@@ -175,7 +175,8 @@ def load_dataset(
 
     Without split information, ``val_fraction`` and ``test_fraction`` of each class are assigned
     to val and test (seeded, stratified); with train and test but no val, val is carved from
-    train (likewise test). Raises ValueError / FileNotFoundError naming the offending file and the fix.
+    train (likewise test). Raises ValueError / FileNotFoundError naming the offending file and
+    the fix.
     """
     check_fractions(val_fraction, test_fraction)
     path = Path(path)

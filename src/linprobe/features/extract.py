@@ -59,8 +59,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if name not in PRECISIONS:
         raise ValueError(
-            f"The 'precision' parameter must be one of ['auto', {', '.join(map(repr, PRECISIONS))}]."
-            f" Got {precision!r} instead."
+            f"The 'precision' parameter must be one of {['auto', *PRECISIONS]}. "
+            f"Got {precision!r} instead."
         )
     return name
 
@@ -247,9 +247,11 @@ def _run(
     if start >= n:
         return
     paths = ds.paths()
-    workers = default_num_workers(n - start, batch_size, dev) if num_workers is None else num_workers
+    workers = num_workers
+    if workers is None:
+        workers = default_num_workers(n - start, batch_size, dev)
     loader = DataLoader(
-        DecodedImages(paths[start:], int(pre.resize or pre.crop), int(pre.crop), _interpolation(pre)),
+        DecodedImages(paths[start:], int(pre.resize), int(pre.crop), _interpolation(pre)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

@@ -80,7 +80,7 @@ def read_manifest(path: str | Path) -> ManifestRows:
         seen[rid] = line
         ids.append(rid)
     if problems:
-        _fail(path, problems, "Paths are relative to the manifest's folder; fix or drop these rows.")
+        _fail(path, problems, "Paths are relative to the manifest's folder; fix or drop the rows.")
 
     if "label" in header:
         task, labels, class_names = "multiclass", *_single_labels(path, rows)
