@@ -191,3 +191,15 @@ def test_partial_from_other_settings_is_discarded(folder, tmp_path, capfd):
     assert es.attrs["image_size"] == 48 and es.attrs["resumed_from"] == 0
     ref = _reference(R18, folder, es.ids[:2].tolist(), 48)
     np.testing.assert_allclose(es.embeddings[:2], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_multilabel_manifest_end_to_end(folder, tmp_path):
+    ds = load_dataset(folder)
+    rows = [f"{folder}/{i},{ds.class_names[k]}|any" for i, k in zip(ds.ids, ds.labels)]
+    manifest = tmp_path / "ml.csv"
+    manifest.write_text("path,labels\n" + "\n".join(rows) + "\n")
+    es = read_embeddings(extract_embeddings(R18, manifest, tmp_path / "ml.h5", image_size=32,
+                                            batch_size=8, num_workers=0, progress=False))
+    assert es.task == "multilabel" and es.class_names == ["any", *ds.class_names]
+    assert es.labels.dtype == np.uint8 and es.labels.shape == (18, 4)
+    assert (es.labels[:, 0] == 1).all() and (es.labels[:, 1:].sum(axis=1) == 1).all()
