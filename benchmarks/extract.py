@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from PIL import Image
@@ -70,8 +72,15 @@ def make_images(root: Path, size: tuple[int, int], fmt: str, n: int, seed: int =
     return root
 
 
-def model_only(bb, batch: int, dev: torch.device, prec: str, n_batches: int) -> float:
-    """img/s of the forward pass alone on pre-made normalised channels_last tensors."""
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its reaped children (DataLoader workers)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def model_only(bb, batch: int, dev: torch.device, prec: str, n_batches: int) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of the forward pass alone on pre-made normalised channels_last
+    tensors."""
     c = bb.preprocess.crop
     x = torch.randn(batch, 3, c, c, device=dev).contiguous(memory_format=torch.channels_last)
     model = bb.model.eval().to(dev, memory_format=torch.channels_last)
@@ -79,27 +88,31 @@ def model_only(bb, batch: int, dev: torch.device, prec: str, n_batches: int) -> 
     with torch.inference_mode(), amp:
         model(x), model(x)  # warm-up (oneDNN / cuDNN plan selection, allocator)
         _sync(dev)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         for _ in range(n_batches):
             model(x).float().cpu()
         _sync(dev)
-    return batch * n_batches / (time.perf_counter() - t0)
+    n = batch * n_batches
+    return n / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / n
 
 
-def end_to_end(spec: str, data: Path, out: Path, args, workers: int | None) -> float:
-    """img/s of the extraction loop (the attr it records: loop only, model load excluded)."""
+def end_to_end(spec: str, data: Path, out: Path, args, workers: int | None) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of extraction: the rate is the loop's own (the attr it records, model
+    load excluded); CPU time covers the whole call, workers included."""
+    c0 = cpu_seconds()
     path = extract_embeddings(spec, data, out, image_size=args.image_size,
                               batch_size=args.batch_size, device=args.device,
                               precision=args.precision, num_workers=workers, progress=False,
                               val_fraction=0.0, test_fraction=0.0)
-    with __import__("h5py").File(path) as f:
-        rate = float(f.attrs["images_per_s"])
+    cpu = cpu_seconds() - c0
+    with h5py.File(path) as f:
+        rate, n = float(f.attrs["images_per_s"]), f["ids"].shape[0]
     path.unlink()
-    return rate
+    return rate, cpu * 1e3 / n
 
 
-def naive(bb, data: Path, dev: torch.device, limit: int) -> float:
-    """img/s of the tutorial-style loop on the first ``limit`` images."""
+def naive(bb, data: Path, dev: torch.device, limit: int) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of the tutorial-style loop on the first ``limit`` images."""
     p = bb.preprocess
     tf = T.Compose([T.Resize(p.resize), T.CenterCrop(p.crop), T.ToTensor(),
                     T.Normalize(p.mean, p.std)])
@@ -111,11 +124,11 @@ def naive(bb, data: Path, dev: torch.device, limit: int) -> float:
     with warnings.catch_warnings():  # torch warns that 4 workers exceed 2 cores: that is the point
         warnings.simplefilter("ignore", UserWarning)
         loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=4)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         for x, _ in loader:  # autograd left on, NCHW, float32: as the tutorial does
             model(x.to(dev)).detach().cpu()
             n += len(x)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / n
 
 
 def _sync(dev: torch.device) -> None:
@@ -151,10 +164,10 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sets", default=",".join(SETS), help="comma list from " + ",".join(SETS))
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply the image counts (quick runs)")
+    ap.add_argument("--scale", type=float, default=1.0, help="scale image counts")
     ap.add_argument("--workers", default="auto", help="comma list, e.g. auto,0,2")
     ap.add_argument("--naive-images", type=int, default=64)
-    ap.add_argument("--rss", default="256,1024,4096", help="image counts for the RSS check ('' skips)")
+    ap.add_argument("--rss", default="256,1024,4096", help="RSS image counts ('' skips)")
     ap.add_argument("--rss-image-size", type=int, default=64,
                     help="backbone input size for the RSS check (memory, not speed, is measured)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -185,17 +198,20 @@ def main() -> None:
                     row[label[wk]].append(
                         end_to_end(args.backbone, data, tmp / "out.h5", args, wk))
             row["naive"] = [naive(bb, data, dev, args.naive_images)]
-            med = {k: statistics.median(v) for k, v in row.items()}
+            med = {k: statistics.median(r for r, _ in v) for k, v in row.items()}
+            cpu = {k: statistics.median(c for _, c in v) for k, v in row.items()}
             # Ratios per repeat (each e2e run against the model-only run next to it), then median.
-            ratio = {k: statistics.median(e / m for e, m in zip(row[k], row["model_only"]))
+            ratio = {k: statistics.median(e[0] / m[0] for e, m in zip(row[k], row["model_only"]))
                      for k in label.values()}
+            print(f"  {'':22s} {'img/s':>8s}  {'CPU ms/img':>10s}  wall ratios (runs)")
             for k, v in med.items():
                 extra = ""
                 if k in ratio:
                     extra = f"  {ratio[k]:5.2f}x model-only  {v / med['naive']:5.2f}x naive"
-                runs = ", ".join(f"{x:.1f}" for x in row[k])
-                print(f"  {k:22s} {v:8.1f} img/s  (runs: {runs}){extra}")
-            results["sets"][name] = {"runs": row, "median": med, "ratio_to_model_only": ratio}
+                runs = ", ".join(f"{r:.1f}" for r, _ in row[k])
+                print(f"  {k:22s} {v:8.1f}  {cpu[k]:10.1f}{extra}  ({runs})")
+            results["sets"][name] = {"runs": row, "median": med, "cpu_ms_per_img": cpu,
+                                     "ratio_to_model_only": ratio}
         if args.rss:
             print("\n[peak RSS vs images] png-64x64")
             results["rss_mib"] = {}
