@@ -2,8 +2,10 @@
 
 For each image set (JPEG photos at dataset size ~500x375, camera size ~4000x3000, small PNGs):
 
-* model-only: the backbone's forward pass on pre-made input tensors (same batch, resolution,
-  threads, channels_last, inference mode) -- the ceiling for end-to-end throughput;
+* model-only: the backbone's forward pass on pre-made input tensors, with the model exactly as
+  the engine runs it (``prepare_model``: channels_last, BatchNorm folded where traceable), same
+  batch, resolution and threads -- the ceiling for end-to-end throughput; ``model_only_unfolded``
+  is the same without the BatchNorm folding (channels_last only), for reference;
 * end-to-end: ``extract_embeddings`` (decode, resize, forward, HDF5 write);
 * naive: the classic transfer-learning-tutorial loop (DataLoader batch 4 with 4 workers, autograd
   on, NCHW, full-size PIL decode + torchvision Resize/CenterCrop/ToTensor/Normalize).
@@ -43,6 +45,7 @@ from linprobe.features.extract import (
     PRECISIONS,
     extract_embeddings,
     resolve_device,
+    prepare_model,
     resolve_precision,
     seeded_backbone,
 )
@@ -78,12 +81,11 @@ def cpu_seconds() -> float:
     return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
-def model_only(bb, batch: int, dev: torch.device, prec: str, n_batches: int) -> tuple[float, float]:
-    """(img/s, CPU ms/img) of the forward pass alone on pre-made normalised channels_last
-    tensors."""
-    c = bb.preprocess.crop
-    x = torch.randn(batch, 3, c, c, device=dev).contiguous(memory_format=torch.channels_last)
-    model = bb.model.eval().to(dev, memory_format=torch.channels_last)
+def model_only(
+    model: torch.nn.Module, crop: int, batch: int, dev: torch.device, prec: str, n_batches: int
+) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of ``model`` alone on pre-made normalised channels_last tensors."""
+    x = torch.randn(batch, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
     amp = torch.autocast(dev.type, PRECISIONS[prec], enabled=prec != "float32")
     with torch.inference_mode(), amp:
         model(x), model(x)  # warm-up (oneDNN / cuDNN plan selection, allocator)
@@ -112,7 +114,8 @@ def end_to_end(spec: str, data: Path, out: Path, args, workers: int | None) -> t
 
 
 def naive(bb, data: Path, dev: torch.device, limit: int) -> tuple[float, float]:
-    """(img/s, CPU ms/img) of the tutorial-style loop on the first ``limit`` images."""
+    """(img/s, CPU ms/img) of the tutorial-style loop on the first ``limit`` images
+    (``bb`` freshly loaded: NCHW weights, nothing folded)."""
     p = bb.preprocess
     tf = T.Compose([T.Resize(p.resize), T.CenterCrop(p.crop), T.ToTensor(),
                     T.Normalize(p.mean, p.std)])
@@ -174,7 +177,15 @@ def main() -> None:
     args = ap.parse_args()
     dev = resolve_device(args.device)
     prec = resolve_precision(args.precision, dev)
-    bb = seeded_backbone(args.backbone, image_size=args.image_size, layer=None, seed=0)
+    def fresh():
+        return seeded_backbone(args.backbone, image_size=args.image_size, layer=None, seed=0)
+
+    bb = fresh()
+    crop = bb.preprocess.crop
+    # The model exactly as the engine runs it: the fair ceiling for the pipeline around it.
+    engine_model = prepare_model(fresh().model, dev, crop)
+    plain_model = bb.model.eval().to(dev, memory_format=torch.channels_last)
+    models = {"model_only": engine_model, "model_only_unfolded": plain_model}
     print(f"{args.backbone} at {bb.preprocess.crop}px, batch {args.batch_size}, device {dev}, "
           f"precision {prec}, torch threads {torch.get_num_threads()}, "
           f"cores {len(os.sched_getaffinity(0))}")
@@ -190,14 +201,16 @@ def main() -> None:
             data = make_images(tmp / name, (w, h), fmt, n)
             print(f"\n[{name}] {n} images made in {time.perf_counter() - t0:.0f}s")
             label = {wk: f"e2e_workers={'auto' if wk is None else wk}" for wk in workers}
-            row: dict = {"model_only": [], **{label[wk]: [] for wk in workers}}
+            row: dict = {"model_only": [], "model_only_unfolded": [],
+                         **{label[wk]: [] for wk in workers}}
             n_batches = max(2, n // args.batch_size)
             for _ in range(args.repeats):  # interleaved, so drifting load hits all alike
-                row["model_only"].append(model_only(bb, args.batch_size, dev, prec, n_batches))
+                for key, model in models.items():
+                    row[key].append(model_only(model, crop, args.batch_size, dev, prec, n_batches))
                 for wk in workers:
                     row[label[wk]].append(
                         end_to_end(args.backbone, data, tmp / "out.h5", args, wk))
-            row["naive"] = [naive(bb, data, dev, args.naive_images)]
+            row["naive"] = [naive(fresh(), data, dev, args.naive_images)]
             med = {k: statistics.median(r for r, _ in v) for k, v in row.items()}
             cpu = {k: statistics.median(c for _, c in v) for k, v in row.items()}
             # Ratios per repeat (each e2e run against the model-only run next to it), then median.

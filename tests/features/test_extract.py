@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 from PIL import Image
 
 from linprobe.features.datasets import load_dataset
-from linprobe.features.extract import extract_embeddings, seeded_backbone
+from linprobe.features.extract import extract_embeddings, prepare_model, seeded_backbone
 from linprobe.features.images import ImageDecodeError
 from linprobe.features.store import read_embeddings
 from tests.features.imagedata import write_folder
@@ -119,7 +119,7 @@ def test_bad_params(folder, tmp_path, kw, match):
 
 _CHILD = """
 import sys
-from linprobe.features.extract import extract_embeddings, seeded_backbone
+from linprobe.features.extract import extract_embeddings, prepare_model, seeded_backbone
 extract_embeddings({spec!r}, {data!r}, {out!r}, image_size=64, batch_size=4, num_workers=0,
                    progress=False)
 """
@@ -203,3 +203,14 @@ def test_multilabel_manifest_end_to_end(folder, tmp_path):
     assert es.task == "multilabel" and es.class_names == ["any", *ds.class_names]
     assert es.labels.dtype == np.uint8 and es.labels.shape == (18, 4)
     assert (es.labels[:, 0] == 1).all() and (es.labels[:, 1:].sum(axis=1) == 1).all()
+
+
+def test_prepare_model_folds_batchnorm_and_keeps_outputs():
+    bb = seeded_backbone(R18, image_size=32, layer=None, seed=0)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        ref = bb.model.eval()(x)
+        prepared = prepare_model(bb.model, torch.device("cpu"), 32)
+        out = prepared(x.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prepared.modules())
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

@@ -96,6 +96,27 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def prepare_model(model: torch.nn.Module, dev: torch.device, crop: int) -> torch.nn.Module:
+    """The model as the engine runs it: eval, on ``dev``, channels_last, and BatchNorm folded
+    into the preceding convolutions where torch.fx can trace the model (+~15% for resnet18 on
+    CPU). The folded model is kept only if it reproduces the original on a random batch; any
+    model fx cannot trace runs unchanged."""
+    model = model.eval().to(dev, memory_format=torch.channels_last)
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    from torch.fx.experimental.optimization import fuse
+
+    x = torch.randn(2, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            fused = fuse(model, inplace=False)
+            ref, out = model(x), fused(x)
+    except Exception:  # noqa: BLE001 - untraceable models (dynamic control flow) run unfused
+        return model
+    ok = out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * ref.abs().max())
+    return fused if ok else model
+
+
 def _versions() -> dict[str, str]:
     import h5py
     import PIL
@@ -259,7 +280,7 @@ def _run(
     )
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest
-    model = model.eval().to(dev, memory_format=torch.channels_last)
+    model = prepare_model(model, dev, int(pre.crop))
     # Normalisation folded into one multiply-add on uint8 input: (x/255 - mean)/std.
     std = torch.tensor(pre.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
