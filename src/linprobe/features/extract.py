@@ -1,6 +1,6 @@
 """The extraction engine: dataset + backbone -> one HDF5 embeddings file, streamed and resumable.
 
-Hot path: DataLoader workers decode and resize to (3, crop, crop) uint8 (``features.loader``);
+Hot path: DataLoader workers decode and resize to (crop, crop, 3) uint8 (``features.loader``);
 the main process normalises whole batches on the device, runs the model under
 ``torch.inference_mode`` (channels_last, autocast on CUDA) and appends each batch to
 ``<out>.partial``, which is renamed to ``out`` when complete.
@@ -330,10 +330,9 @@ def _forward(
     scale: torch.Tensor,
     shift: torch.Tensor,
 ) -> np.ndarray:
-    """(B, 3, H, W) uint8 -> (B, D) float32 numpy embeddings."""
-    # channels_last on the uint8 batch (4x less to move); .float() keeps the memory format.
-    x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    x = x.float().mul_(scale).add_(shift)
+    """(B, H, W, 3) uint8 -> (B, D) float32 numpy embeddings."""
+    # The NHWC -> NCHW permute is a channels_last view; .float() keeps that memory format.
+    x = x.to(dev, non_blocking=True).permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
     with torch.autocast(dev.type, dtype=PRECISIONS[prec], enabled=prec != "float32"):
         emb = model(x)
     if emb.ndim != 2:
