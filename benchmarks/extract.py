@@ -191,6 +191,7 @@ def main() -> None:
           f"cores {len(os.sched_getaffinity(0))}")
     results: dict = {"config": vars(args) | {"json": None, "device": str(dev), "precision": prec,
                                             "threads": torch.get_num_threads()}, "sets": {}}
+    results["loadavg_start"] = os.getloadavg()
     workers = [None if w == "auto" else int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -233,6 +234,9 @@ def main() -> None:
                 mib = peak_rss(args.backbone, data, tmp / "rss.h5", args)
                 results["rss_mib"][count] = mib
                 print(f"  {count:6d} images: {mib:7.0f} MiB")
+    # Other processes on the box skew wall-clock rates: record how busy it was.
+    results["loadavg_end"] = os.getloadavg()
+    print(f"\nload average at the end: {results['loadavg_end']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
