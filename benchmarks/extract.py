@@ -1,0 +1,245 @@
+"""Extraction throughput, measured side by side in one run (issue 3 item 8).
+
+For each image set (JPEG photos at dataset size ~500x375, camera size ~4000x3000, small PNGs):
+
+* model-only: the backbone's forward pass on pre-made input tensors, with the model exactly as
+  the engine runs it (``prepare_model``: channels_last, BatchNorm folded where traceable), same
+  batch, resolution and threads -- the ceiling for end-to-end throughput; ``model_only_unfolded``
+  is the same without the BatchNorm folding (channels_last only), for reference;
+* end-to-end: ``extract_embeddings`` (decode, resize, forward, HDF5 write);
+* naive: the classic transfer-learning-tutorial loop (DataLoader batch 4 with 4 workers, autograd
+  on, NCHW, full-size PIL decode + torchvision Resize/CenterCrop/ToTensor/Normalize).
+
+Then peak RSS of the extraction process as the number of images grows (should stay flat).
+Photos come from scikit-learn's bundled sample images, cropped/flipped for variety, resized and
+re-encoded into a temporary folder.
+
+    python benchmarks/extract.py                       # resnet18 (random init) at 224 px, CPU
+    python benchmarks/extract.py --device cuda --precision bfloat16 --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.datasets import load_sample_images
+from torch.utils.data import DataLoader
+from torchvision import datasets as tv_datasets
+from torchvision import transforms as T
+
+from linprobe.features.extract import (
+    PRECISIONS,
+    extract_embeddings,
+    resolve_device,
+    prepare_model,
+    resolve_precision,
+    seeded_backbone,
+)
+
+SETS = {  # name: (width, height, format, number of images); >= 3 batches so decoding overlaps
+    "jpeg-500x375": (500, 375, "JPEG", 1024),
+    "jpeg-4000x3000": (4000, 3000, "JPEG", 192),
+    "png-64x64": (64, 64, "PNG", 1024),
+}
+
+
+def make_images(root: Path, size: tuple[int, int], fmt: str, n: int, seed: int = 0) -> Path:
+    """``n`` distinct photos in ``root/<class>/`` (2 classes), varied crops/flips of the samples."""
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    for i in range(n):
+        src = photos[i % len(photos)]
+        h, w = src.shape[:2]
+        ch, cw = int(h * rng.uniform(0.7, 1)), int(w * rng.uniform(0.7, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = src[y : y + ch, x : x + cw][:, :: (1 if i % 2 else -1)]
+        im = Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.BILINEAR)
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = ".jpg" if fmt == "JPEG" else ".png"
+        im.save(folder / f"{i:05d}{suffix}", fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return root
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its reaped children (DataLoader workers)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def model_only(
+    model: torch.nn.Module, crop: int, batch: int, dev: torch.device, prec: str, n_batches: int
+) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of ``model`` alone on pre-made normalised channels_last tensors."""
+    x = torch.randn(batch, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
+    amp = torch.autocast(dev.type, PRECISIONS[prec], enabled=prec != "float32")
+    with torch.inference_mode(), amp:
+        model(x), model(x)  # warm-up (oneDNN / cuDNN plan selection, allocator)
+        _sync(dev)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        for _ in range(n_batches):
+            model(x).float().cpu()
+        _sync(dev)
+    n = batch * n_batches
+    return n / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / n
+
+
+def end_to_end(spec: str, data: Path, out: Path, args, workers: int | None) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of extraction: the rate is the loop's own (the attr it records, model
+    load excluded); CPU time covers the whole call, workers included."""
+    c0 = cpu_seconds()
+    path = extract_embeddings(spec, data, out, image_size=args.image_size,
+                              batch_size=args.batch_size, device=args.device,
+                              precision=args.precision, num_workers=workers, progress=False,
+                              val_fraction=0.0, test_fraction=0.0)
+    cpu = cpu_seconds() - c0
+    with h5py.File(path) as f:
+        rate, n = float(f.attrs["images_per_s"]), f["ids"].shape[0]
+    path.unlink()
+    return rate, cpu * 1e3 / n
+
+
+def naive(bb, data: Path, dev: torch.device, limit: int) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of the tutorial-style loop on the first ``limit`` images
+    (``bb`` freshly loaded: NCHW weights, nothing folded)."""
+    p = bb.preprocess
+    tf = T.Compose([T.Resize(p.resize), T.CenterCrop(p.crop), T.ToTensor(),
+                    T.Normalize(p.mean, p.std)])
+    ds = tv_datasets.ImageFolder(str(data), tf)
+    ds.samples = ds.samples[:limit]
+    model = bb.model.to(dev)
+    model.eval()
+    n = 0
+    with warnings.catch_warnings():  # torch warns that 4 workers exceed 2 cores: that is the point
+        warnings.simplefilter("ignore", UserWarning)
+        loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=4)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        for x, _ in loader:  # autograd left on, NCHW, float32: as the tutorial does
+            model(x.to(dev)).detach().cpu()
+            n += len(x)
+    return n / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / n
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+_RSS_CHILD = """
+import resource, sys
+from linprobe.features.extract import extract_embeddings
+extract_embeddings(sys.argv[1], sys.argv[2], sys.argv[3], image_size=int(sys.argv[4]),
+                   batch_size=int(sys.argv[5]), device=sys.argv[6], progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss(spec: str, data: Path, out: Path, args) -> float:
+    """Peak RSS (MiB) of a fresh process extracting ``data``."""
+    res = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, spec, str(data), str(out), str(args.rss_image_size),
+         str(args.batch_size), args.device],
+        capture_output=True, text=True, check=True,
+    )
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--backbone", default="torchvision:resnet18:none")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--sets", default=",".join(SETS), help="comma list from " + ",".join(SETS))
+    ap.add_argument("--scale", type=float, default=1.0, help="scale image counts")
+    ap.add_argument("--workers", default="auto", help="comma list, e.g. auto,0,2")
+    ap.add_argument("--naive-images", type=int, default=64)
+    ap.add_argument("--rss", default="256,1024,4096", help="RSS image counts ('' skips)")
+    ap.add_argument("--rss-image-size", type=int, default=64,
+                    help="backbone input size for the RSS check (memory, not speed, is measured)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    dev = resolve_device(args.device)
+    prec = resolve_precision(args.precision, dev)
+    def fresh():
+        return seeded_backbone(args.backbone, image_size=args.image_size, layer=None, seed=0)
+
+    bb = fresh()
+    crop = bb.preprocess.crop
+    # The model exactly as the engine runs it: the fair ceiling for the pipeline around it.
+    engine_model = prepare_model(fresh().model, dev, crop)
+    plain_model = bb.model.eval().to(dev, memory_format=torch.channels_last)
+    models = {"model_only": engine_model, "model_only_unfolded": plain_model}
+    print(f"{args.backbone} at {bb.preprocess.crop}px, batch {args.batch_size}, device {dev}, "
+          f"precision {prec}, torch threads {torch.get_num_threads()}, "
+          f"cores {len(os.sched_getaffinity(0))}")
+    results: dict = {"config": vars(args) | {"json": None, "device": str(dev), "precision": prec,
+                                            "threads": torch.get_num_threads()}, "sets": {}}
+    results["loadavg_start"] = os.getloadavg()
+    workers = [None if w == "auto" else int(w) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in args.sets.split(","):
+            w, h, fmt, n = SETS[name]
+            n = max(2, int(n * args.scale))
+            t0 = time.perf_counter()
+            data = make_images(tmp / name, (w, h), fmt, n)
+            print(f"\n[{name}] {n} images made in {time.perf_counter() - t0:.0f}s")
+            label = {wk: f"e2e_workers={'auto' if wk is None else wk}" for wk in workers}
+            row: dict = {"model_only": [], "model_only_unfolded": [],
+                         **{label[wk]: [] for wk in workers}}
+            n_batches = max(2, n // args.batch_size)
+            for _ in range(args.repeats):  # interleaved, so drifting load hits all alike
+                for key, model in models.items():
+                    row[key].append(model_only(model, crop, args.batch_size, dev, prec, n_batches))
+                for wk in workers:
+                    row[label[wk]].append(
+                        end_to_end(args.backbone, data, tmp / "out.h5", args, wk))
+            row["naive"] = [naive(fresh(), data, dev, args.naive_images)]
+            med = {k: statistics.median(r for r, _ in v) for k, v in row.items()}
+            cpu = {k: statistics.median(c for _, c in v) for k, v in row.items()}
+            # Ratios per repeat (each e2e run against the model-only run next to it), then median.
+            ratio = {k: statistics.median(e[0] / m[0] for e, m in zip(row[k], row["model_only"]))
+                     for k in label.values()}
+            print(f"  {'':22s} {'img/s':>8s}  {'CPU ms/img':>10s}  wall ratios (runs)")
+            for k, v in med.items():
+                extra = ""
+                if k in ratio:
+                    extra = f"  {ratio[k]:5.2f}x model-only  {v / med['naive']:5.2f}x naive"
+                runs = ", ".join(f"{r:.1f}" for r, _ in row[k])
+                print(f"  {k:22s} {v:8.1f}  {cpu[k]:10.1f}{extra}  ({runs})")
+            results["sets"][name] = {"runs": row, "median": med, "cpu_ms_per_img": cpu,
+                                     "ratio_to_model_only": ratio}
+        if args.rss:
+            print("\n[peak RSS vs images] png-64x64")
+            results["rss_mib"] = {}
+            for count in (int(c) for c in args.rss.split(",")):
+                data = make_images(tmp / f"rss{count}", (64, 64), "PNG", count, seed=1)
+                mib = peak_rss(args.backbone, data, tmp / "rss.h5", args)
+                results["rss_mib"][count] = mib
+                print(f"  {count:6d} images: {mib:7.0f} MiB")
+    # Other processes on the box skew wall-clock rates: record how busy it was.
+    results["loadavg_end"] = os.getloadavg()
+    print(f"\nload average at the end: {results['loadavg_end']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
