@@ -36,25 +36,6 @@ def test_mmd_rejects_bad_shapes():
         stats.mmd_test(np.zeros((5, 3)), np.zeros((5, 4)))
 
 
-def test_paired_bootstrap():
-    rng = np.random.default_rng(1)
-    a = (rng.random(400) < 0.9).astype(float)
-    same = stats.paired_bootstrap(a, a)
-    assert same["diff"] == 0 and not same["significant"]
-    b = a.copy()
-    b[rng.choice(400, 80, replace=False)] = 0  # b is clearly worse
-    res = stats.paired_bootstrap(a, b)
-    assert res["significant"] and res["diff"] > 0 and res["ci"][0] > 0 and res["p_value"] < 0.01
-    with pytest.raises(ValueError, match="equal length"):
-        stats.paired_bootstrap(a, a[:-1])
-
-
-def test_bootstrap_ci_brackets_mean():
-    v = np.r_[np.ones(80), np.zeros(20)]
-    lo, hi = stats.bootstrap_ci(v)
-    assert lo < 0.8 < hi and hi - lo < 0.2
-
-
 def test_pca_and_confused_pairs(pixels):
     x, y = pixels
     z, ratio = stats.pca_2d(x)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from linprobe.features.store import SPLITS, EmbeddingSet
+from linprobe.models.uncertainty import bootstrap_ci, paired_bootstrap
 from linprobe.reports import figures, stats
 from linprobe.reports.collect import Run
 from linprobe.reports.gallery import error_gallery
@@ -30,7 +31,10 @@ def _headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
         return [float(ci[0]), float(ci[1])], "metrics file"
     if run.headline == "accuracy" and run.predictions is not None and len(run.predictions.ids):
-        return list(stats.bootstrap_ci(run.predictions.correct(run.task))), "bootstrap of predictions"
+        correct = run.predictions.correct(run.task)
+        # The mean of per-image correctness is the accuracy.
+        ci = bootstrap_ci(lambda _, c: c.mean(), correct, correct)
+        return list(ci), "bootstrap of predictions"
     return None, None
 
 
@@ -45,7 +49,7 @@ def _paired(best: Run, other: Run) -> dict[str, Any] | None:
     ib = [pos[best.predictions.ids[i]] for i in ia]
     a = best.predictions.correct(best.task)[ia]
     b = other.predictions.correct(other.task)[ib]
-    return stats.paired_bootstrap(a, b)
+    return paired_bootstrap(a, b)
 
 
 def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,7 +1,6 @@
-"""Statistics the report needs: bootstrap CIs, paired bootstrap, MMD, 2-D projections.
+"""Statistics the report needs: MMD, 2-D projections, most-confused pairs.
 
-Pure numpy/scikit-learn (never torch). ``paired_bootstrap`` mirrors the signature of
-``linprobe.models.uncertainty.paired_bootstrap`` so the two can be deduplicated later.
+Pure numpy/scikit-learn (never torch). Bootstrap CIs come from ``linprobe.models.uncertainty``.
 """
 
 from __future__ import annotations
@@ -9,48 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-
-def bootstrap_ci(
-    values: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile CI of the mean of per-sample ``values`` (n,), e.g. 0/1 correctness."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value, got an empty array")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_boot, values.size))
-    means = values[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def paired_bootstrap(
-    correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot: int = 2000, seed: int = 0
-) -> dict[str, Any]:
-    """Paired bootstrap of mean(a) - mean(b) over the same test samples.
-
-    correct_a, correct_b: (n,) per-sample scores (0/1 correctness, or any per-sample score).
-    Returns {"diff", "ci" [lo, hi] (95%), "p_value" (two-sided), "significant" (CI excludes 0)}.
-    """
-    a = np.asarray(correct_a, dtype=np.float64)
-    b = np.asarray(correct_b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(
-            f"paired_bootstrap needs two non-empty 1-D arrays of equal length, "
-            f"got shapes {a.shape} and {b.shape}"
-        )
-    d = a - b
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(n_boot, d.size))
-    boot = d[idx].mean(axis=1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    # Two-sided p-value: how often the bootstrap distribution, re-centred on 0, is as extreme.
-    diff = float(d.mean())
-    p = float(np.mean(np.abs(boot - diff) >= abs(diff) - 1e-12))
-    return {"diff": diff, "ci": [float(lo), float(hi)], "p_value": p,
-            "significant": bool(lo > 0 or hi < 0)}
 
 
 def _sq_dists(x: np.ndarray) -> np.ndarray:
