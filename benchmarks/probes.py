@@ -25,7 +25,6 @@ Finally linprobe's chosen C is refit on train+val and scored on test once.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
 import warnings
@@ -41,18 +40,9 @@ from threadpoolctl import threadpool_limits
 from linprobe.models.options import resolve_options
 from linprobe.models.probes import get_probe
 from linprobe.models.selection import n_iterations, select
+from linprobe.features.fashion_mnist import load_split
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 PIXEL_LOGREG_PAPER = 0.842   # Xiao et al. 2017, Table 3: LogisticRegression on raw pixels
-
-
-def read_idx(name: str) -> np.ndarray:
-    """A Fashion-MNIST idx .gz file as an array."""
-    with gzip.open(FMNIST / name, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def load(args: argparse.Namespace):
@@ -64,10 +54,9 @@ def load(args: argparse.Namespace):
         X_te, y_te, _ = es.subset("test")
         return es.embeddings[tr], es.labels[tr], X_te, y_te, \
             f"{args.embeddings} ({es.attrs.get('backbone')})"
-    Xtr = read_idx("train-images-idx3-ubyte.gz").reshape(60000, -1)
-    ytr = read_idx("train-labels-idx1-ubyte.gz").astype(np.int64)
-    Xte = read_idx("t10k-images-idx3-ubyte.gz").reshape(10000, -1)
-    yte = read_idx("t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    Xtr, ytr = load_split("train")
+    Xte, yte = load_split("test")
+    Xtr, Xte = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
     if args.n_train < 60000:
         Xtr, _, ytr, _ = train_test_split(Xtr, ytr, train_size=args.n_train, stratify=ytr,
                                           random_state=0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
 import sys
 import tempfile
@@ -32,13 +31,13 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from linprobe.features.store import read_embeddings  # noqa: E402
 from linprobe.reports import sections  # noqa: E402
 from linprobe.reports.build import build_report  # noqa: E402
+from linprobe.features.fashion_mnist import load_split  # noqa: E402
 
 SIZES = {"train": 10, "val": 3, "test": 8}  # per class
 
 
 def _images(n: int) -> np.ndarray:
-    with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as fh:
-        return np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    return load_split("test")[0][:n]
 
 
 def make_artifacts(root: Path, n_backbones: int, n_probes: int, n_classes: int, dim: int = 256) -> Path:

@@ -9,33 +9,19 @@ from the original training set (disjoint), test images from the original test se
 test split never overlaps the images a probe is fitted or tuned on.
 
 Layout written: <out>/{train,val,test}/<class>/<split>-<original index>.png (28x28, 8-bit gray).
-Needs only numpy and Pillow; the same seed always gives the same files.
+Needs numpy, Pillow and linprobe installed; the same seed always gives the same files.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-SOURCE = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ("tshirt_top", "trouser", "pullover", "dress", "coat",
-           "sandal", "shirt", "sneaker", "bag", "ankle_boot")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (optionally gzipped): images (N, 28, 28) uint8 or labels (N,) uint8."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
+from linprobe.features.fashion_mnist import CLASSES, DEFAULT_ROOT, load_split
 
 def pick(labels: np.ndarray, per_class: int, rng: np.random.Generator,
          exclude: set[int] = frozenset()) -> dict[int, list[int]]:
@@ -59,7 +45,7 @@ def write_split(out: Path, split: str, images: np.ndarray, chosen: dict[int, lis
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", type=Path, default=SOURCE)
+    ap.add_argument("--source", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "fashion-mnist-demo")
     ap.add_argument("--train", type=int, default=100, help="train images per class")
     ap.add_argument("--val", type=int, default=30, help="val images per class")
@@ -67,15 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    files = {name: args.source / f"{name}-idx{nd}-ubyte.gz" for name, nd in
-             [("train-images", 3), ("train-labels", 1), ("t10k-images", 3), ("t10k-labels", 1)]}
-    missing = [str(p) for p in files.values() if not p.exists()]
-    if missing:
-        raise SystemExit(f"missing {missing}: run `apt-get install dataset-fashion-mnist` "
-                         f"or pass --source DIR holding the Fashion-MNIST idx files")
+    try:
+        train_x, train_y = load_split("train", args.source)
+        test_x, test_y = load_split("test", args.source)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc} (--source DIR)")
     rng = np.random.default_rng(args.seed)
-    train_x, train_y = read_idx(files["train-images"]), read_idx(files["train-labels"])
-    test_x, test_y = read_idx(files["t10k-images"]), read_idx(files["t10k-labels"])
 
     if args.out.exists():
         shutil.rmtree(args.out)

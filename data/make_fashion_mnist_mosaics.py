@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from make_fashion_mnist_demo import CLASSES, SOURCE, read_idx
+from linprobe.features.fashion_mnist import CLASSES, DEFAULT_ROOT, load_split
 
 
 def mosaic(images: np.ndarray, labels: np.ndarray, pool: list[int],
@@ -38,7 +38,7 @@ def mosaic(images: np.ndarray, labels: np.ndarray, pool: list[int],
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", type=Path, default=SOURCE)
+    ap.add_argument("--source", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "fashion-mnist-mosaic")
     ap.add_argument("--train", type=int, default=400, help="train mosaics")
     ap.add_argument("--val", type=int, default=100, help="val mosaics")
@@ -46,15 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
-        if not (args.source / name).exists():
-            raise SystemExit(f"missing {args.source / name}: run `apt-get install "
-                             f"dataset-fashion-mnist` or pass --source DIR")
+    try:
+        train_x, train_y = load_split("train", args.source)
+        test_x, test_y = load_split("test", args.source)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc} (--source DIR)")
     rng = np.random.default_rng(args.seed)
-    train_x = read_idx(args.source / "train-images-idx3-ubyte.gz")
-    train_y = read_idx(args.source / "train-labels-idx1-ubyte.gz")
-    test_x = read_idx(args.source / "t10k-images-idx3-ubyte.gz")
-    test_y = read_idx(args.source / "t10k-labels-idx1-ubyte.gz")
     # Shuffled pools; popping keeps train and val items disjoint.
     train_pool = rng.permutation(len(train_y)).tolist()
     test_pool = rng.permutation(len(test_y)).tolist()

@@ -6,14 +6,14 @@ sample images (china.jpg, flower.jpg). Everything is written small (16-64 px) to
 
 from __future__ import annotations
 
-import gzip
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
+from linprobe.features.fashion_mnist import load_split
+
 CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
            "boot")
 
@@ -21,11 +21,8 @@ CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", 
 @lru_cache(maxsize=1)
 def fashion_mnist(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
     """First ``n`` Fashion-MNIST test images (n, 28, 28) uint8 and labels (n,) int64."""
-    with gzip.open(FMNIST / "t10k-images-idx3-ubyte.gz") as fh:
-        images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
-    with gzip.open(FMNIST / "t10k-labels-idx1-ubyte.gz") as fh:
-        labels = np.frombuffer(fh.read(), np.uint8, offset=8)[:n].astype(np.int64)
-    return images, labels
+    images, labels = load_split("test")
+    return images[:n], labels[:n]
 
 
 def write_folder(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import h5py
@@ -10,8 +9,8 @@ import numpy as np
 import pytest
 
 from linprobe.features.store import SPLIT_CODES, encode_attr
+from linprobe.features.fashion_mnist import load_split
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                   "Sneaker", "Bag", "Ankle boot"]
 
@@ -55,22 +54,13 @@ def split_names(y: np.ndarray, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> np.n
     return out
 
 
-def read_idx(name: str) -> np.ndarray:
-    """A Fashion-MNIST idx .gz file as a numpy array."""
-    with gzip.open(FMNIST / name, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 @pytest.fixture(scope="session")
 def fmnist_small(tmp_path_factory) -> Path:
     """Real Fashion-MNIST pixels (downsampled 14x14 = 196-d) as embeddings: 60/20 per class
     from the train file (train/val) and 30 per class from the t10k file (test)."""
     rng = np.random.default_rng(0)
-    Xa, ya = read_idx("train-images-idx3-ubyte.gz"), read_idx("train-labels-idx1-ubyte.gz")
-    Xb, yb = read_idx("t10k-images-idx3-ubyte.gz"), read_idx("t10k-labels-idx1-ubyte.gz")
+    Xa, ya = load_split("train")
+    Xb, yb = load_split("test")
     rows_a = np.concatenate([rng.choice(np.flatnonzero(ya == c), 80, replace=False) for c in range(10)])
     rows_b = np.concatenate([rng.choice(np.flatnonzero(yb == c), 30, replace=False) for c in range(10)])
     X = np.concatenate([Xa[rows_a], Xb[rows_b]]).astype(np.float32) / 255.0

@@ -9,7 +9,6 @@ schema in the report brief and predictions CSV. Nothing here is a hand-written n
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from pathlib import Path
 
@@ -23,17 +22,14 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
 from sklearn.multiclass import OneVsRestClassifier
 
 from linprobe.features.store import SPLIT_CODES, encode_attr
+from linprobe.features.fashion_mnist import load_split
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_SIZES = {"train": 20, "val": 8, "test": 10}  # per class
 
 
 def load_fmnist(n_per_class: int, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """First n_per_class images of each class: ((n, 28, 28) uint8, (n,) int original labels)."""
-    with gzip.open(FMNIST / "t10k-images-idx3-ubyte.gz") as fh:
-        images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(FMNIST / "t10k-labels-idx1-ubyte.gz") as fh:
-        labels = np.frombuffer(fh.read(), np.uint8, offset=8).astype(np.int64)
+    images, labels = load_split("test")
     idx = np.concatenate([np.flatnonzero(labels == c)[:n_per_class] for c in classes])
     return images[idx], labels[idx]
 
