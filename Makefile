@@ -12,7 +12,7 @@ else
 TORCH  := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup demo test system-deps clean
+.PHONY: setup demo demo-multilabel test system-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ system-deps:
 demo: setup
 	$(BIN)/linprobe check --params params.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@echo ""
+	@echo "Report: $(abspath artifacts/report/index.html)"
+
+# The multi-label demo (2x2 Fashion-MNIST mosaics, one-vs-rest probes): the same pipeline with two
+# params switched by `dvc exp run -S` (it writes them into params.yaml; `git checkout params.yaml`
+# switches back).
+ML_SWITCH := -S data.path=data/fashion-mnist-mosaic/manifest.csv \
+             -S '~probes.logreg' -S '+probes.ovr_logreg={}' -S '+probes.ovr_linear_svm={}'
+demo-multilabel: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $(ML_SWITCH)
 	@echo ""
 	@echo "Report: $(abspath artifacts/report/index.html)"
 
