@@ -37,3 +37,24 @@ def test_bad_image_size_is_an_argument_error(tmp_path):
             "--out", str(tmp_path / "x.h5"), "--image-size", "tiny")
     assert r.returncode == 2
     assert "--image-size" in r.stderr and "'tiny'" in r.stderr
+
+
+def test_backbones_lists_specs_with_offline_status():
+    r = run("backbones", "efficientnet-lite*")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:2] == ["spec", "embed_dim"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {f"lite:efficientnet-lite{i}" for i in range(3)}
+    assert all(row[1] == "1280" and row[-1] == "yes" for row in rows.values())
+
+
+def test_unknown_backbone_and_missing_data_are_one_clear_line(tmp_path):
+    r = run("extract", "--backbone", "torchvision:resnt18", "--data", str(REPO / "data" /
+            "fashion-mnist-demo"), "--out", str(tmp_path / "x.h5"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "resnt18" in r.stderr and "resnet18" in r.stderr  # the suggestion
+    r = run("extract", "--backbone", "torchvision:resnet18:none", "--data",
+            str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.h5"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nowhere" in r.stderr
+    assert not (tmp_path / "x.h5").exists()

@@ -79,18 +79,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_backbones(args: argparse.Namespace) -> None:
-    from linprobe.features.backbones import list_backbones
+    from linprobe.features.backbones import format_backbones, list_backbones
 
-    rows = list_backbones()
-    if args.filter:
-        rows = [r for r in rows if args.filter.lower() in str(r.get("name", "")).lower()]
-    keys = ["name", "embed_dim", "weights", "offline"]
-    table = [[str(r.get(k, "")) for k in keys] for r in rows]
-    widths = [max(len(k), *(len(row[i]) for row in table)) if table else len(k)
-              for i, k in enumerate(keys)]
-    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    families = ("lite", "torchvision") + (("timm",) if args.timm else ())
+    rows = list_backbones(families, pattern=args.pattern, include_random=args.random)
+    print(format_backbones(rows))
 
 
 def cmd_check(args: argparse.Namespace) -> None:
@@ -146,7 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     bb = sub.add_parser("backbones", help="list the backbones linprobe can load")
-    bb.add_argument("filter", nargs="?", default=None, help="substring to filter names")
+    bb.add_argument("pattern", nargs="?", default=None,
+                    help="shell-style filter on the model name, e.g. 'resnet*'")
+    bb.add_argument("--timm", action="store_true", help="include timm models (pip install timm)")
+    bb.add_argument("--random", action="store_true", help="also list random-init (:none) specs")
     bb.set_defaults(func=cmd_backbones)
 
     ck = sub.add_parser("check", help="validate params.yaml before `dvc repro`")
