@@ -32,6 +32,16 @@ def test_check_rejects_missing_data_path(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_check_rejects_unknown_probe(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["path"] = str(REPO / params["data"]["path"])
+    params["probes"] = {"logistic": {}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = run("check", "--params", str(tmp_path / "params.yaml"))
+    assert r.returncode == 2
+    assert "probes.logistic" in r.stderr and "logreg" in r.stderr
+
+
 def test_bad_image_size_is_an_argument_error(tmp_path):
     r = run("extract", "--backbone", "lite:efficientnet-lite0", "--data", str(tmp_path),
             "--out", str(tmp_path / "x.h5"), "--image-size", "tiny")

@@ -87,7 +87,14 @@ def cmd_backbones(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
+    from linprobe.models.probes import get_probe
+
     params = load_params(args.params)
+    for name in params.probes:
+        try:
+            get_probe(name)
+        except ValueError as exc:
+            raise ParamsError(f"{params.source}: probes.{name}: {exc}") from None
     data = Path(params.data.path)
     if not data.exists():
         raise ParamsError(f"{params.source}: data.path {str(data)!r} does not exist; point it at an "
