@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from linprobe.features.store import read_attrs
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "fashion-mnist-demo"
 BIN = Path(sys.executable).parent
@@ -98,10 +100,14 @@ def test_repro_builds_everything_then_is_a_no_op(project):
 
 def test_adding_a_backbone_runs_only_its_stages(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["backbones"]["mnv3"] = {"spec": "torchvision:mobilenet_v3_small:none"}
+    # An intermediate layer (global-average-pooled), set per backbone in params.yaml.
+    params["backbones"]["mnv3"] = {"spec": "torchvision:mobilenet_v3_small:none",
+                                   "layer": "features.6"}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh(str(BIN / "dvc"), "repro", cwd=project)
     assert ran_stages(out) == {"extract@mnv3", "train@mnv3-logreg", "report"}, out
+    attrs = read_attrs(project / "artifacts" / "embeddings" / "mnv3.h5")
+    assert attrs["layer"] == "features.6" and attrs["embed_dim"] == 40
     diff = json.loads(sh(str(BIN / "dvc"), "metrics", "diff", "--json", cwd=project))
     new = diff["artifacts/metrics/mnv3/logreg.json"]["test.accuracy"]
     assert new["old"] is None and 0.0 <= new["new"] <= 1.0

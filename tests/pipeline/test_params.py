@@ -22,13 +22,21 @@ def base() -> dict:
 
 def test_shipped_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.backbones == {
+    assert {k: b.spec for k, b in params.backbones.items()} == {
         "lite0": "lite:efficientnet-lite0",
         "lite2": "lite:efficientnet-lite2",
         "resnet18_random": "torchvision:resnet18:none",
     }
+    assert all(b.layer is None for b in params.backbones.values())
     assert "logreg" in params.probes
     assert (REPO / params.data.path).is_dir()
+
+
+def test_backbone_layer_is_optional():
+    raw = base()
+    raw["backbones"]["r50_l3"] = {"spec": "torchvision:resnet50:none", "layer": "layer3"}
+    p = parse_params(raw)
+    assert p.backbones["r50_l3"].layer == "layer3" and p.backbones["lite0"].layer is None
 
 
 def test_defaults_fill_in():

@@ -38,12 +38,23 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    if (args.params is None) != (args.name is None):
+        raise ParamsError("--params and --name go together: the backbone's entry is "
+                          "backbones.<name> in the params file")
     from linprobe.features.extract import extract_embeddings
 
+    layer = args.layer
+    if args.params is not None:
+        # Optional per-backbone settings that a dvc.yaml command line cannot carry.
+        params = load_params(args.params)
+        if args.name not in params.backbones:
+            raise ParamsError(f"{params.source}: backbones.{args.name} is not defined; defined "
+                              f"backbones: {', '.join(params.backbones)}")
+        layer = layer or params.backbones[args.name].layer
     out = extract_embeddings(
         args.backbone, args.data, args.out, image_size=args.image_size,
         batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-        on_error=args.on_error, precision=args.precision, layer=args.layer,
+        on_error=args.on_error, precision=args.precision, layer=layer,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
     )
     print(f"embeddings written to {out}")
@@ -126,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--test-fraction", type=float, default=0.2,
                     help="test share when the data defines no split")
     ex.add_argument("--seed", type=int, default=0, help="seed of the split when the data has none")
+    ex.add_argument("--params", type=Path, default=None,
+                    help="params.yaml to read backbones.<--name>.layer from")
+    ex.add_argument("--name", default=None, help="the backbone's name in params.yaml")
     ex.set_defaults(func=cmd_extract)
 
     tr = sub.add_parser("train", help="fit one probe on an embeddings file, score it")

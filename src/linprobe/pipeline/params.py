@@ -42,10 +42,16 @@ class ExtractParams:
 
 
 @dataclass(frozen=True)
+class BackboneParams:
+    spec: str                      # e.g. lite:efficientnet-lite0, torchvision:resnet50:none
+    layer: str | None = None       # None: penultimate; else a named module, global-average-pooled
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     extract: ExtractParams
-    backbones: dict[str, str]                      # name -> spec
+    backbones: dict[str, BackboneParams]           # name -> spec (+ layer)
     probes: dict[str, dict[str, Any]]              # name -> options for linprobe.models
     seed: int = 0
     source: Path = field(default=Path("params.yaml"), compare=False)
@@ -134,8 +140,9 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
             b.fail(b.key(str(name)), "is not a valid backbone name: use letters, digits, '_' "
                                      "and '.', starting with a letter or digit")
         entry = _Reader(source, b.node[name], b.key(name))
-        entry.reject_unknown({"spec"})
-        backbones[name] = entry.get("spec", str)
+        entry.reject_unknown({"spec", "layer"})
+        backbones[name] = BackboneParams(spec=entry.get("spec", str),
+                                         layer=entry.get("layer", str, None))
 
     p = _Reader(source, top.get("probes", dict), "probes")
     if not p.node:
