@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from linprobe.features.fashion_mnist import CLASSES, DEFAULT_ROOT, load_split
+from linprobe.features.fashion_mnist import CLASSES, DEFAULT_ROOT, load_all
 
 
 def mosaic(images: np.ndarray, labels: np.ndarray, pool: list[int],
@@ -46,11 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    try:
-        train_x, train_y = load_split("train", args.source)
-        test_x, test_y = load_split("test", args.source)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"{exc} (--source DIR)")
+    train_x, train_y, test_x, test_y = load_all(args.source)
     rng = np.random.default_rng(args.seed)
     # Shuffled pools; popping keeps train and val items disjoint.
     train_pool = rng.permutation(len(train_y)).tolist()

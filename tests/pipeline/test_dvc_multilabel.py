@@ -12,9 +12,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-import yaml
-
-from .test_dvc_repro import BIN, REPO, ran_stages, sh
+from .dvcproject import REPO, dvc, init_project, ran_stages
 
 MOSAIC = REPO / "data" / "fashion-mnist-mosaic"
 PER_SPLIT = {"train": 60, "val": 20, "test": 30}
@@ -42,22 +40,13 @@ def copy_manifest_slice(dst: Path) -> None:
 def test_multilabel_switch_runs_the_pipeline(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
-    sh("git", "init", "-q", cwd=root)
-    sh(str(BIN / "dvc"), "init", "-q", cwd=root)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     # The switch names the bundled manifest's path; put the slice there.
     switch = makefile_switch()
     manifest = next(a.split("=", 1)[1] for a in switch if a.startswith("data.path="))
     copy_manifest_slice((root / manifest).parent)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["extract"].update(image_size=32, batch_size=16)
-    params["backbones"] = {"lite0": {"spec": "lite:efficientnet-lite0"},
-                           "resnet18_random": {"spec": "torchvision:resnet18:none"}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "init", cwd=root)
+    init_project(root, None)
 
-    out = sh(str(BIN / "dvc"), "exp", "run", *switch, cwd=root)
+    out = dvc("exp", "run", *switch, cwd=root)
     probes = {"ovr_logreg", "ovr_linear_svm"}
     assert ran_stages(out) == ({f"extract@{b}" for b in ("lite0", "resnet18_random")}
                                | {f"train@{b}-{p}" for b in ("lite0", "resnet18_random")

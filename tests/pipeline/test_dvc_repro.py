@@ -8,11 +8,7 @@ runs only that backbone's stages and the report.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +16,9 @@ import yaml
 
 from linprobe.features.store import read_attrs
 
-REPO = Path(__file__).resolve().parents[2]
+from .dvcproject import REPO, dvc, init_project, ran_stages, sh
+
 DEMO = REPO / "data" / "fashion-mnist-demo"
-BIN = Path(sys.executable).parent
 
 
 def copy_slice(dst: Path, per_split: dict[str, int], classes: int = 4) -> None:
@@ -35,40 +31,15 @@ def copy_slice(dst: Path, per_split: dict[str, int], classes: int = 4) -> None:
                 shutil.copy(png, out / png.name)
 
 
-def sh(*cmd: str, cwd: Path) -> str:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
-    return r.stdout + r.stderr
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dvcproj")
-    sh("git", "init", "-q", cwd=root)
-    sh(str(BIN / "dvc"), "init", "-q", cwd=root)
-    sh(str(BIN / "dvc"), "config", "core.analytics", "false", cwd=root)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     copy_slice(root / "data" / "demo", {"train": 8, "val": 4, "test": 5})
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["path"] = "data/demo"
-    params["extract"].update(image_size=32, batch_size=16)
-    params["backbones"] = {"lite0": {"spec": "lite:efficientnet-lite0"},
-                           "resnet18_random": {"spec": "torchvision:resnet18:none"}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "init", cwd=root)
-    return root
+    return init_project(root, "data/demo")
 
 
 def test_repro_builds_everything_then_is_a_no_op(project):
-    out = sh(str(BIN / "dvc"), "repro", cwd=project)
+    out = dvc("repro", cwd=project)
     assert ran_stages(out) == {"extract@lite0", "extract@resnet18_random",
                                "train@lite0-logreg", "train@resnet18_random-logreg", "report"}
     art = project / "artifacts"
@@ -81,15 +52,15 @@ def test_repro_builds_everything_then_is_a_no_op(project):
     html = (art / "report" / "index.html").read_text()
     assert "lite0" in html and "resnet18_random" in html
 
-    again = sh(str(BIN / "dvc"), "repro", cwd=project)
+    again = dvc("repro", cwd=project)
     assert ran_stages(again) == set(), again
 
     # DVC-native outputs: the metrics and plots that the stages declare.
-    shown = json.loads(sh(str(BIN / "dvc"), "metrics", "show", "--json", cwd=project))
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=project))
     files = shown[""]["data"]  # "" = the workspace
     acc = files["artifacts/metrics/lite0/logreg.json"]["data"]["test"]["accuracy"]
     assert 0.0 <= acc <= 1.0
-    plots = json.loads(sh(str(BIN / "dvc"), "plots", "show", "--json", cwd=project))
+    plots = json.loads(dvc("plots", "show", "--json", cwd=project))
     assert "errors" not in plots, plots.get("errors")
     for name in ("lite0", "resnet18_random"):
         assert f"artifacts/predictions/{name}/logreg.csv" in plots["data"]
@@ -104,11 +75,11 @@ def test_adding_a_backbone_runs_only_its_stages(project):
     params["backbones"]["mnv3"] = {"spec": "torchvision:mobilenet_v3_small:none",
                                    "layer": "features.6"}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = sh(str(BIN / "dvc"), "repro", cwd=project)
+    out = dvc("repro", cwd=project)
     assert ran_stages(out) == {"extract@mnv3", "train@mnv3-logreg", "report"}, out
     attrs = read_attrs(project / "artifacts" / "embeddings" / "mnv3.h5")
     assert attrs["layer"] == "features.6" and attrs["embed_dim"] == 40
-    diff = json.loads(sh(str(BIN / "dvc"), "metrics", "diff", "--json", cwd=project))
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=project))
     new = diff["artifacts/metrics/mnv3/logreg.json"]["test.accuracy"]
     assert new["old"] is None and 0.0 <= new["new"] <= 1.0
     assert "mnv3" in (project / "artifacts" / "report" / "index.html").read_text()

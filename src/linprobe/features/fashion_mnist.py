@@ -42,3 +42,8 @@ def load_split(split: str, root: str | Path = DEFAULT_ROOT) -> tuple[np.ndarray,
         raise FileNotFoundError(f"Fashion-MNIST files {missing} not found: run `apt-get install "
                                 f"dataset-fashion-mnist`, or pass the folder holding them")
     return read_idx(images), read_idx(labels).astype(np.int64)
+
+
+def load_all(root: str | Path = DEFAULT_ROOT) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images, train labels, test images, test labels), as :func:`load_split` gives them."""
+    return (*load_split("train", root), *load_split("test", root))

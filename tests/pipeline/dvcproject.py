@@ -1,0 +1,57 @@
+"""A temporary DVC project: git repo + `dvc init` + the shipped dvc.yaml + small params."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# Small and fast: two real backbones (one pretrained, one random) at 32 px.
+BACKBONES = {"lite0": {"spec": "lite:efficientnet-lite0"},
+             "resnet18_random": {"spec": "torchvision:resnet18:none"}}
+
+
+def sh(*cmd: str, cwd: Path) -> str:
+    """Run a command with the venv's `linprobe` and `dvc` on PATH; its output, or fail the test."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return sh(str(BIN / "dvc"), *args, cwd=cwd)
+
+
+def ran_stages(output: str) -> set[str]:
+    """Names of the stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def init_project(root: Path, data_path: str | None) -> Path:
+    """git + DVC project at ``root`` with the shipped dvc.yaml and params.yaml, made small.
+
+    The caller has put the data under ``root`` already; ``data_path`` (relative) replaces
+    ``data.path`` unless None. Everything is committed.
+    """
+    sh("git", "init", "-q", cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if data_path is not None:
+        params["data"]["path"] = data_path
+    params["extract"].update(image_size=32, batch_size=16)
+    params["backbones"] = dict(BACKBONES)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "init", cwd=root)
+    return root
