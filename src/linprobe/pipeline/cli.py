@@ -14,19 +14,6 @@ from pathlib import Path
 from linprobe.pipeline.params import DEVICES, ON_ERROR, PRECISIONS, ParamsError, load_params
 
 
-def _image_size(text: str) -> int | None:
-    """`--image-size`: a pixel count, or auto/none for the weights' own size."""
-    if text.lower() in ("auto", "none", "null", ""):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
-    if value < 8:
-        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -34,6 +21,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _image_size(text: str) -> int | None:
+    """`--image-size`: a pixel count, or auto/none for the weights' own size."""
+    if text.lower() in ("auto", "none", "null", ""):
+        return None
+    value = _positive_int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
     return value
 
 
