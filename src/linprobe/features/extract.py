@@ -14,6 +14,8 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,15 +68,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def default_num_workers(n_images: int, batch_size: int, device: torch.device) -> int:
-    """Workers for decoding: none for a couple of batches (start-up costs more than it saves);
-    on CPU few, because workers take cores from the forward pass; on CUDA most cores."""
+    """Decoding worker processes: on CUDA most cores (decoding overlaps the GPU's work), unless
+    there are only a couple of batches (start-up costs more than it saves); on CPU none: the
+    main process decodes each batch on all cores between forward passes (see
+    ``features.loader``), since workers would take cores from the forward pass."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
-    if n_images <= 2 * batch_size:
+    if device.type != "cuda" or n_images <= 2 * batch_size:
         return 0
-    if device.type == "cuda":
-        return max(1, min(8, cores - 1))
-    return max(1, min(4, cores // 4))
+    return max(1, min(8, cores - 1))
 
 
 def seeded_backbone(spec: str, *, image_size: int | None, layer: str | None, seed: int) -> Any:
@@ -236,8 +238,10 @@ def extract_embeddings(
         if on_error == "fail" and writer.skipped:
             first = writer.skipped[0]
             raise ImageDecodeError(ds.paths()[first["index"]], first["reason"])
+        # Preparing the model (BatchNorm folding) is part of loading it: outside the timed loop.
+        model = prepare_model(bb.model, dev, int(pre.crop)) if writer.start < len(ds) else None
         t0 = time.perf_counter()
-        _run(bb.model, ds, writer, pre, dev, prec, batch_size, num_workers, on_error, progress)
+        _run(model, ds, writer, pre, dev, prec, batch_size, num_workers, on_error, progress)
         seconds = time.perf_counter() - t0
         done = writer.n - writer.start
         return writer.finish(
@@ -252,7 +256,7 @@ def extract_embeddings(
 
 
 def _run(
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     ds: ImageDataset,
     writer: EmbeddingWriter,
     pre: Any,
@@ -263,7 +267,7 @@ def _run(
     on_error: str,
     progress: bool,
 ) -> None:
-    """The batch loop: decode (workers) -> normalise -> forward -> append, from writer.start."""
+    """Set up decoding (worker processes, or a thread pool in this process) and run the loop."""
     start, n = writer.start, len(ds)
     if start >= n:
         return
@@ -271,16 +275,34 @@ def _run(
     workers = num_workers
     if workers is None:
         workers = default_num_workers(n - start, batch_size, dev)
-    loader = DataLoader(
-        DecodedImages(paths[start:], int(pre.resize), int(pre.crop), _interpolation(pre)),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=dev.type == "cuda",
-    )
+    # In-process loading decodes each batch on a thread pool as wide as torch's intra-op pool.
+    threads = torch.get_num_threads() if workers == 0 else 1
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        loader = DataLoader(
+            DecodedImages(paths[start:], int(pre.resize), int(pre.crop), _interpolation(pre), pool),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=dev.type == "cuda",
+        )
+        _loop(model, loader, paths, writer, pre, dev, prec, on_error, progress)
+
+
+def _loop(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    paths: list[Path],
+    writer: EmbeddingWriter,
+    pre: Any,
+    dev: torch.device,
+    prec: str,
+    on_error: str,
+    progress: bool,
+) -> None:
+    """Normalise -> forward -> append for each batch ``loader`` yields, from writer.start."""
+    start, n = writer.start, len(paths)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest
-    model = prepare_model(model, dev, int(pre.crop))
     # Normalisation folded into one multiply-add on uint8 input: (x/255 - mean)/std.
     std = torch.tensor(pre.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
