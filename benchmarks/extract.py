@@ -5,7 +5,7 @@ For each image set (JPEG photos at dataset size ~500x375, camera size ~4000x3000
 * model-only: the backbone's forward pass on pre-made input tensors, with the model exactly as
   the engine runs it (``prepare_model``: channels_last, BatchNorm folded where traceable), same
   batch, resolution and threads, called on slices of ``forward_rows`` images as the engine does
-  (16 on CPU) -- the ceiling for end-to-end throughput; ``model_only_unsliced`` calls it on the
+  (8 on CPU) -- the ceiling for end-to-end throughput; ``model_only_unsliced`` calls it on the
   whole batch at once, for reference;
 * end-to-end: ``extract_embeddings`` (decode, resize, forward, HDF5 write);
 * decode-only: the engine's in-process loader alone (decode + resize on a thread pool as wide

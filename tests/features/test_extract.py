@@ -76,7 +76,7 @@ def test_resnet18_file_contract_and_values(folder, tmp_path):
 
 
 def test_batch_sliced_for_the_cpu_forward_and_decoded_on_threads(folder, tmp_path):
-    """One batch of 18 runs as CPU forward slices (16 + 2), decoded on the in-process thread
+    """One batch of 18 runs as CPU forward slices (8 + 8 + 2), decoded on the in-process thread
     pool; every row still equals the plain per-image reference."""
     assert forward_rows(torch.device("cpu"), 18) < 18
     out = extract_embeddings(R18, folder, tmp_path / "r18.h5", image_size=32, batch_size=18,

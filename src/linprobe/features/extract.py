@@ -33,10 +33,11 @@ from linprobe.features.store import EmbeddingWriter
 ON_ERROR = ("fail", "skip")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# On CPU the forward runs on slices of the batch: resnet18 at 224 px on 2 cores did ~98 img/s
-# in slices of 16 vs ~78 at 64, whose activations (64x64x112x112 floats after the stem, 205 MB)
-# spill out of the caches. Batches (loading, HDF5 chunks) keep the user's batch_size.
-CPU_FORWARD_ROWS = 16
+# On CPU the forward runs on slices of the batch: resnet18 at 224 px on 2 cores did 88/101/106/
+# 100/85/78 img/s in slices of 2/4/8/16/32/64 -- a batch of 64's activations (64x64x112x112
+# floats after the stem, 205 MB) spill out of the caches. Loading and HDF5 chunks keep the
+# user's batch_size.
+CPU_FORWARD_ROWS = 8
 _FORMAT = 1  # bump when the meaning of stored embeddings changes: old partial files are discarded
 
 
