@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -48,7 +47,6 @@ from torch.utils.data import DataLoader
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
-from linprobe.features.loader import DecodedImages
 from linprobe.features.extract import (
     PRECISIONS,
     extract_embeddings,
@@ -58,6 +56,7 @@ from linprobe.features.extract import (
     resolve_precision,
     seeded_backbone,
 )
+from linprobe.features.loader import DecodedImages, decode_pool
 
 SETS = {  # name: (width, height, format, number of images); >= 3 batches so decoding overlaps
     "jpeg-500x375": (500, 375, "JPEG", 1024),
@@ -115,7 +114,7 @@ def decode_only(data: Path, pre, batch: int, n_batches: int) -> tuple[float, flo
     torch's threads, no forward): with the forward's rate it bounds end-to-end from above."""
     paths = sorted(p for p in data.rglob("*") if p.is_file())[: batch * n_batches]
     threads = torch.get_num_threads()
-    with ThreadPoolExecutor(threads) as pool:
+    with decode_pool(threads) as pool:
         interp = str(getattr(pre.interpolation, "value", pre.interpolation)).lower()
         ds = DecodedImages(paths, int(pre.resize), int(pre.crop), interp, pool)
         t0, c0 = time.perf_counter(), cpu_seconds()

@@ -79,8 +79,10 @@ def test_batch_sliced_for_the_cpu_forward_and_decoded_on_threads(folder, tmp_pat
     """One batch of 18 runs as CPU forward slices (8 + 8 + 2), decoded on the in-process thread
     pool; every row still equals the plain per-image reference."""
     assert forward_rows(torch.device("cpu"), 18) < 18
+    threads = torch.get_num_threads()
     out = extract_embeddings(R18, folder, tmp_path / "r18.h5", image_size=32, batch_size=18,
                              num_workers=0, progress=False)
+    assert torch.get_num_threads() == threads  # the single-threaded decode pool left no trace
     es = read_embeddings(out)
     ref = _reference(R18, folder, es.ids.tolist(), 32)
     np.testing.assert_allclose(es.embeddings, ref, rtol=1e-4, atol=1e-4)

@@ -14,8 +14,6 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from tqdm.auto import tqdm
 
 from linprobe.features.datasets import ImageDataset, load_dataset
 from linprobe.features.images import ImageDecodeError
-from linprobe.features.loader import DecodedImages
+from linprobe.features.loader import DecodedImages, decode_pool
 from linprobe.features.store import EmbeddingWriter
 
 ON_ERROR = ("fail", "skip")
@@ -282,7 +280,7 @@ def _run(
         workers = default_num_workers(n - start, batch_size, dev)
     # In-process loading decodes each batch on a thread pool as wide as torch's intra-op pool.
     threads = torch.get_num_threads() if workers == 0 else 1
-    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+    with decode_pool(threads) as pool:
         loader = DataLoader(
             DecodedImages(paths[start:], int(pre.resize), int(pre.crop), _interpolation(pre), pool),
             batch_size=batch_size,

@@ -11,12 +11,16 @@ On CPU the engine decodes in the main process instead (``num_workers=0``), one b
 on a thread pool sized to the cores, between forward passes: Pillow and the resize release the
 GIL, so decoding uses every core and never competes with the forward's threads (a worker process
 running alongside the forward pre-empts one of its OpenMP threads and the other waits at the
-barrier, which cost ~10% of resnet18's throughput on 2 cores).
+barrier, which cost ~10% of resnet18's throughput on 2 cores). The decoding threads run torch
+single-threaded: otherwise each opens its own OpenMP team for the resize, whose threads spin
+after it and slowed the forward by another ~9%.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,23 @@ def to_input(
     x = F.resize(x, resize, interpolation=InterpolationMode(interpolation), antialias=True)
     # The uint8 antialias kernel returns channels-last strides: HWC is a cheap row copy.
     return F.center_crop(x, [crop, crop]).permute(1, 2, 0).contiguous()
+
+
+@contextmanager
+def decode_pool(threads: int) -> Iterator[Executor | None]:
+    """A pool of ``threads`` decoding threads, each running torch ops single-threaded; None
+    (decode in the calling thread) when ``threads`` < 2."""
+    if threads < 2:
+        yield None
+        return
+    n = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            yield pool
+    finally:
+        # set_num_threads(1) in a pool thread also lowers the process-wide count that threads
+        # started later begin with (this thread's own count is untouched): put it back.
+        torch.set_num_threads(n)
 
 
 class DecodedImages(Dataset):
