@@ -22,6 +22,13 @@ re-encoded into a temporary folder.
 
     python benchmarks/extract.py                       # resnet18 (random init) at 224 px, CPU
     python benchmarks/extract.py --device cuda --precision bfloat16 --batch-size 256
+
+The runs in benchmarks/results/ (2-core CPU, otherwise idle):
+
+    python benchmarks/extract.py --sets jpeg-500x375 --repeats 3 --workers auto,1 \
+        --naive-images 256 --rss "" --json benchmarks/results/extract-jpeg500.json
+    python benchmarks/extract.py --sets jpeg-4000x3000,png-64x64 --scale 0.5 --repeats 2 \
+        --workers auto,1 --naive-images 256 --json benchmarks/results/extract-jpeg4000-png64-rss.json
 """
 
 from __future__ import annotations
