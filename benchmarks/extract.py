@@ -4,9 +4,15 @@ For each image set (JPEG photos at dataset size ~500x375, camera size ~4000x3000
 
 * model-only: the backbone's forward pass on pre-made input tensors, with the model exactly as
   the engine runs it (``prepare_model``: channels_last, BatchNorm folded where traceable), same
-  batch, resolution and threads -- the ceiling for end-to-end throughput; ``model_only_unfolded``
-  is the same without the BatchNorm folding (channels_last only), for reference;
+  batch, resolution and threads, called on slices of ``forward_rows`` images as the engine does
+  (8 on CPU) -- the ceiling for end-to-end throughput; ``model_only_unsliced`` calls it on the
+  whole batch at once, for reference;
 * end-to-end: ``extract_embeddings`` (decode, resize, forward, HDF5 write);
+* decode-only: the engine's in-process loader alone (decode + resize on a thread pool as wide
+  as torch's threads); since the engine decodes between forward passes on CPU, end-to-end is
+  at most 1 / (1/model-only + 1/decode-only) -- the ``e2e_over_model_only`` ceiling;
+* naive-model-only: the naive loop's forward alone (NCHW, unfolded, batch 4, autograd on) on
+  pre-made tensors: model-only / naive-model-only bounds what a faster pipeline can gain;
 * naive: the classic transfer-learning-tutorial loop (DataLoader batch 4 with 4 workers, autograd
   on, NCHW, full-size PIL decode + torchvision Resize/CenterCrop/ToTensor/Normalize).
 
@@ -16,6 +22,13 @@ re-encoded into a temporary folder.
 
     python benchmarks/extract.py                       # resnet18 (random init) at 224 px, CPU
     python benchmarks/extract.py --device cuda --precision bfloat16 --batch-size 256
+
+The runs in benchmarks/results/ (2-core CPU, otherwise idle):
+
+    python benchmarks/extract.py --sets jpeg-500x375 --repeats 3 --workers auto,1 \
+        --naive-images 256 --rss "" --json benchmarks/results/extract-jpeg500.json
+    python benchmarks/extract.py --sets jpeg-4000x3000,png-64x64 --scale 0.5 --repeats 2 \
+        --workers auto,1 --naive-images 256 --json benchmarks/results/extract-jpeg4000-png64-rss.json
 """
 
 from __future__ import annotations
@@ -44,11 +57,13 @@ from torchvision import transforms as T
 from linprobe.features.extract import (
     PRECISIONS,
     extract_embeddings,
+    forward_rows,
     resolve_device,
     prepare_model,
     resolve_precision,
     seeded_backbone,
 )
+from linprobe.features.loader import DecodedImages, decode_pool
 
 SETS = {  # name: (width, height, format, number of images); >= 3 batches so decoding overlaps
     "jpeg-500x375": (500, 375, "JPEG", 1024),
@@ -82,20 +97,50 @@ def cpu_seconds() -> float:
 
 
 def model_only(
-    model: torch.nn.Module, crop: int, batch: int, dev: torch.device, prec: str, n_batches: int
+    model: torch.nn.Module, crop: int, batch: int, dev: torch.device, prec: str, n_batches: int,
+    rows: int,
 ) -> tuple[float, float]:
-    """(img/s, CPU ms/img) of ``model`` alone on pre-made normalised channels_last tensors."""
+    """(img/s, CPU ms/img) of ``model`` alone on pre-made normalised channels_last tensors,
+    ``batch`` images at a time in forward calls of ``rows`` images (as the engine slices)."""
     x = torch.randn(batch, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
     amp = torch.autocast(dev.type, PRECISIONS[prec], enabled=prec != "float32")
     with torch.inference_mode(), amp:
-        model(x), model(x)  # warm-up (oneDNN / cuDNN plan selection, allocator)
+        model(x[:rows]), model(x[:rows])  # warm-up (oneDNN / cuDNN plan selection, allocator)
         _sync(dev)
         t0, c0 = time.perf_counter(), cpu_seconds()
         for _ in range(n_batches):
-            model(x).float().cpu()
+            for part in x.split(rows):
+                model(part).float().cpu()
         _sync(dev)
     n = batch * n_batches
     return n / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / n
+
+
+def decode_only(data: Path, pre, batch: int, n_batches: int) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of the engine's in-process loader alone (thread pool as wide as
+    torch's threads, no forward): with the forward's rate it bounds end-to-end from above."""
+    paths = sorted(p for p in data.rglob("*") if p.is_file())[: batch * n_batches]
+    threads = torch.get_num_threads()
+    with decode_pool(threads) as pool:
+        interp = str(getattr(pre.interpolation, "value", pre.interpolation)).lower()
+        ds = DecodedImages(paths, int(pre.resize), int(pre.crop), interp, pool)
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        for _ in DataLoader(ds, batch_size=batch, num_workers=0):
+            pass
+    return len(paths) / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / len(paths)
+
+
+def naive_model_only(bb, dev: torch.device, n: int) -> tuple[float, float]:
+    """(img/s, CPU ms/img) of the naive loop's forward alone (fresh NCHW model, batch 4,
+    autograd on) on pre-made tensors: with ``model_only`` it bounds end-to-end / naive."""
+    model = bb.model.to(dev).eval()
+    x = torch.randn(4, 3, bb.preprocess.crop, bb.preprocess.crop, device=dev)
+    model(x).detach().cpu()  # warm-up
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    for _ in range(n // 4):
+        model(x).detach().cpu()
+    _sync(dev)
+    return 4 * (n // 4) / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / (4 * (n // 4))
 
 
 def end_to_end(spec: str, data: Path, out: Path, args, workers: int | None) -> tuple[float, float]:
@@ -184,8 +229,8 @@ def main() -> None:
     crop = bb.preprocess.crop
     # The model exactly as the engine runs it: the fair ceiling for the pipeline around it.
     engine_model = prepare_model(fresh().model, dev, crop)
-    plain_model = bb.model.eval().to(dev, memory_format=torch.channels_last)
-    models = {"model_only": engine_model, "model_only_unfolded": plain_model}
+    rows = forward_rows(dev, args.batch_size)
+    models = {"model_only": rows, "model_only_unsliced": args.batch_size}
     print(f"{args.backbone} at {bb.preprocess.crop}px, batch {args.batch_size}, device {dev}, "
           f"precision {prec}, torch threads {torch.get_num_threads()}, "
           f"cores {len(os.sched_getaffinity(0))}")
@@ -202,15 +247,20 @@ def main() -> None:
             data = make_images(tmp / name, (w, h), fmt, n)
             print(f"\n[{name}] {n} images made in {time.perf_counter() - t0:.0f}s")
             label = {wk: f"e2e_workers={'auto' if wk is None else wk}" for wk in workers}
-            row: dict = {"model_only": [], "model_only_unfolded": [],
-                         **{label[wk]: [] for wk in workers}}
+            row: dict = {"model_only": [], "model_only_unsliced": [],
+                         **{label[wk]: [] for wk in workers}, "decode_only": [],
+                         "naive_model_only": []}
             n_batches = max(2, n // args.batch_size)
             for _ in range(args.repeats):  # interleaved, so drifting load hits all alike
-                for key, model in models.items():
-                    row[key].append(model_only(model, crop, args.batch_size, dev, prec, n_batches))
+                for key, r in models.items():
+                    row[key].append(model_only(engine_model, crop, args.batch_size, dev, prec,
+                                               n_batches, r))
                 for wk in workers:
                     row[label[wk]].append(
                         end_to_end(args.backbone, data, tmp / "out.h5", args, wk))
+                row["decode_only"].append(decode_only(data, bb.preprocess, args.batch_size,
+                                                      n_batches))
+                row["naive_model_only"].append(naive_model_only(fresh(), dev, args.naive_images))
             row["naive"] = [naive(fresh(), data, dev, args.naive_images)]
             med = {k: statistics.median(r for r, _ in v) for k, v in row.items()}
             cpu = {k: statistics.median(c for _, c in v) for k, v in row.items()}
@@ -224,8 +274,16 @@ def main() -> None:
                     extra = f"  {ratio[k]:5.2f}x model-only  {v / med['naive']:5.2f}x naive"
                 runs = ", ".join(f"{r:.1f}" for r, _ in row[k])
                 print(f"  {k:22s} {v:8.1f}  {cpu[k]:10.1f}{extra}  ({runs})")
+            # Upper bounds: decoding runs between forward passes, so at best end-to-end spends
+            # 1/model + 1/decode seconds per image; the naive loop is at least its own forward.
+            ceiling = {
+                "e2e_over_model_only": med["decode_only"] / (med["decode_only"] + med["model_only"]),
+                "e2e_over_naive": med["model_only"] / med["naive"],
+                "model_only_over_naive_model_only": med["model_only"] / med["naive_model_only"],
+            }
+            print("  ceilings: " + ", ".join(f"{k} {v:.2f}" for k, v in ceiling.items()))
             results["sets"][name] = {"runs": row, "median": med, "cpu_ms_per_img": cpu,
-                                     "ratio_to_model_only": ratio}
+                                     "ratio_to_model_only": ratio, "ceilings": ceiling}
         if args.rss:
             print("\n[peak RSS vs images] png-64x64")
             results["rss_mib"] = {}

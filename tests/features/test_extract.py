@@ -19,7 +19,12 @@ from torchvision.transforms import v2
 from PIL import Image
 
 from linprobe.features.datasets import load_dataset
-from linprobe.features.extract import extract_embeddings, prepare_model, seeded_backbone
+from linprobe.features.extract import (
+    extract_embeddings,
+    forward_rows,
+    prepare_model,
+    seeded_backbone,
+)
 from linprobe.features.images import ImageDecodeError
 from linprobe.features.store import read_embeddings
 from tests.features.imagedata import write_folder
@@ -68,6 +73,19 @@ def test_resnet18_file_contract_and_values(folder, tmp_path):
         assert f["embeddings"].chunks[0] == 8  # one chunk per batch
     ref = _reference(R18, folder, ds.ids[:5], 32)
     np.testing.assert_allclose(es.embeddings[:5], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_sliced_for_the_cpu_forward_and_decoded_on_threads(folder, tmp_path):
+    """One batch of 18 runs as CPU forward slices (8 + 8 + 2), decoded on the in-process thread
+    pool; every row still equals the plain per-image reference."""
+    assert forward_rows(torch.device("cpu"), 18) < 18
+    threads = torch.get_num_threads()
+    out = extract_embeddings(R18, folder, tmp_path / "r18.h5", image_size=32, batch_size=18,
+                             num_workers=0, progress=False)
+    assert torch.get_num_threads() == threads  # the single-threaded decode pool left no trace
+    es = read_embeddings(out)
+    ref = _reference(R18, folder, es.ids.tolist(), 32)
+    np.testing.assert_allclose(es.embeddings, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_lite0_with_workers(folder, tmp_path):
@@ -119,7 +137,12 @@ def test_bad_params(folder, tmp_path, kw, match):
 
 _CHILD = """
 import sys
-from linprobe.features.extract import extract_embeddings, prepare_model, seeded_backbone
+from linprobe.features.extract import (
+    extract_embeddings,
+    forward_rows,
+    prepare_model,
+    seeded_backbone,
+)
 extract_embeddings({spec!r}, {data!r}, {out!r}, image_size=64, batch_size=4, num_workers=0,
                    progress=False)
 """
