@@ -11,8 +11,6 @@ behind the test ids. Usage::
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.reports.browser
 from linprobe.features.store import SPLIT_CODES, encode_attr  # noqa: E402
+from linprobe.models.persist import PREDICTION_HEADER, write_csv, write_json  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from linprobe.features.store import read_embeddings  # noqa: E402
@@ -91,14 +90,10 @@ def make_artifacts(root: Path, n_backbones: int, n_probes: int, n_classes: int, 
                 "confusion_matrix": confusion_matrix(yt, pred, labels=range(n_classes)).tolist(),
                 "few_shot": {"k": ks, "mean": [acc * (1 - 0.5 / k) for k in ks], "std": [0.02] * 4, "seeds": 3},
             }
-            (art / "metrics" / bname).mkdir(parents=True, exist_ok=True)
-            (art / "metrics" / bname / f"probe{p}.json").write_text(json.dumps(metrics))
-            (art / "predictions" / bname).mkdir(parents=True, exist_ok=True)
-            with open(art / "predictions" / bname / f"probe{p}.csv", "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["id", "actual", "predicted", "score"])
-                w.writerows((ids[i], names[a], names[b_], f"{s:.4f}")
-                            for i, a, b_, s in zip(np.flatnonzero(te), yt, pred, proba.max(1)))
+            write_json(art / "metrics" / bname / f"probe{p}.json", metrics)
+            write_csv(art / "predictions" / bname / f"probe{p}.csv", PREDICTION_HEADER,
+                      ((ids[i], names[a], names[b_], f"{s:.4f}")
+                       for i, a, b_, s in zip(np.flatnonzero(te), yt, pred, proba.max(1))))
     return art
 
 

@@ -8,8 +8,6 @@ schema in the report brief and predictions CSV. Nothing here is a hand-written n
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import h5py
@@ -22,6 +20,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
 from sklearn.multiclass import OneVsRestClassifier
 
 from linprobe.features.store import SPLIT_CODES, encode_attr
+from linprobe.models.persist import PREDICTION_HEADER, write_csv, write_json
 from linprobe.features.fashion_mnist import load_split
 
 SPLIT_SIZES = {"train": 20, "val": 8, "test": 10}  # per class
@@ -169,11 +168,7 @@ def write_artifacts(
             else:
                 metrics, rows = _fit_multilabel(x, labels, split, class_names)
             metrics.update(backbone=bname, backbone_spec=f"pixels:{bname}", probe=probe)
-            (art / "metrics" / bname).mkdir(parents=True, exist_ok=True)
-            (art / "metrics" / bname / f"{probe}.json").write_text(json.dumps(metrics))
-            (art / "predictions" / bname).mkdir(parents=True, exist_ok=True)
-            with open(art / "predictions" / bname / f"{probe}.csv", "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["id", "actual", "predicted", "score"])
-                w.writerows([(ids[i], a, p, f"{s:.4f}") for i, a, p, s in rows])
+            write_json(art / "metrics" / bname / f"{probe}.json", metrics)
+            write_csv(art / "predictions" / bname / f"{probe}.csv", PREDICTION_HEADER,
+                      [(ids[i], a, p, f"{s:.4f}") for i, a, p, s in rows])
     return art

@@ -16,6 +16,10 @@ import joblib
 import numpy as np
 
 
+# Columns of artifacts/predictions/<backbone>/<probe>.csv (class names; multi-label '|'-joined).
+PREDICTION_HEADER = ("id", "actual", "predicted", "score")
+
+
 def _atomic(path: str | Path, write: Callable[[IO[Any]], None], mode: str) -> Path:
     """Run ``write(fileobj)`` on a temp file beside ``path`` and rename it to ``path``."""
     path = Path(path)
@@ -32,6 +36,11 @@ def _atomic(path: str | Path, write: Callable[[IO[Any]], None], mode: str) -> Pa
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8)."""
+    return _atomic(path, lambda f: f.write(text), "w")
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -6,12 +6,9 @@ file: CSS, the sort script and every figure are inline, so it opens offline anyw
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from linprobe import __version__
 from linprobe.features.store import EmbeddingSet, read_embeddings
+from linprobe.models.persist import write_csv, write_text
 from linprobe.reports import sections
 from linprobe.reports.collect import load_backbone_attrs, load_runs
 
@@ -86,13 +84,9 @@ def write_learning_curves(artifacts: str | Path, out_dir: str | Path) -> list[Pa
     written = []
     for lc in sections.learning_curves_data(load_runs(artifacts)):
         for c in lc["curves"]:
-            path = out_dir / f"{c['label']}-{lc['probe']}.csv"
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["k", "mean", "std"])
-                for i, k in enumerate(c["k"]):
-                    w.writerow([k, c["mean"][i], c["std"][i] if c["std"] is not None else ""])
-            written.append(path)
+            std = c["std"] if c["std"] is not None else [""] * len(c["k"])
+            written.append(write_csv(out_dir / f"{c['label']}-{lc['probe']}.csv",
+                                     ["k", "mean", "std"], zip(c["k"], c["mean"], std)))
     for stale in set(out_dir.glob("*.csv")) - set(written):
         stale.unlink()
     return written
@@ -168,14 +162,5 @@ def build_report(
                  for r in runs],
         "backbones": [{"name": b, "attrs": attrs[b]} for b in backbones],
     }
-    html = _render(context)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    # Temp file + rename: a failed build leaves the previous report untouched.
+    return write_text(out, _render(context))
