@@ -123,8 +123,8 @@ def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray
     ap = null and are listed under "missing" instead of failing."""
     pred = (scores >= thresholds[None, :]).astype(np.uint8)
     summary = {
-        "mAP": _finite(mean_ap(Y, scores)),
-        "micro_ap": _finite(micro_ap(Y, scores)),
+        "mAP": json_number(mean_ap(Y, scores)),
+        "micro_ap": json_number(micro_ap(Y, scores)),
         "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
         # Macro over the classes with positives, like mAP (F1 is undefined without them).
         "macro_f1": float(f1_score(Y, pred, labels=np.flatnonzero(Y.sum(axis=0) > 0),
@@ -139,7 +139,7 @@ def multilabel_metrics(Y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray
         ap = float(average_precision_score(Y[:, c], scores[:, c])) if has_pos else None
         per_class[name] = {"ap": ap, "precision": float(p[c]), "recall": float(r[c]),
                            "f1": float(f[c]), "support": int(s[c]),
-                           "threshold": _finite(float(thresholds[c]))}
+                           "threshold": json_number(float(thresholds[c]))}
         if has_pos:
             curves[name] = pr_curve(Y[:, c], scores[:, c])
         else:
@@ -157,6 +157,6 @@ def pr_curve(y: np.ndarray, score: np.ndarray, max_points: int = MAX_PR_POINTS) 
             "recall": [round(float(v), 5) for v in rec]}
 
 
-def _finite(v: float) -> float | None:
+def json_number(v: float) -> float | None:
     """JSON-safe: NaN/inf become null."""
     return float(v) if np.isfinite(v) else None

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
-from .metrics import balanced_accuracy, full_scores, macro_f1, mean_ap, micro_ap
+from .metrics import balanced_accuracy, full_scores, json_number, macro_f1, mean_ap, micro_ap
 from .probes import ProbeSpec, normalize_fit_transform
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
@@ -121,7 +121,7 @@ def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
             evaluate(_refine_candidates(results))
     values = sorted(results)
     best = _plateau_middle(values, [results[v][0] for v in values])
-    curve = [{spec.param: v, "score": _finite_or_none(results[v][0])} for v in values]
+    curve = [{spec.param: v, "score": json_number(results[v][0])} for v in values]
     return Selection(scheme, spec.param, best, curve, eval_y, results[best][1], n_fits, n_iter,
                      time.perf_counter() - t0)
 
@@ -176,6 +176,3 @@ def _plateau_middle(values: list, scores: list[float]) -> Any:
 def _finite(v: float) -> float:
     return v if np.isfinite(v) else -np.inf
 
-
-def _finite_or_none(v: float) -> float | None:
-    return float(v) if np.isfinite(v) else None
