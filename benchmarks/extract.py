@@ -5,8 +5,8 @@ For each image set (JPEG photos at dataset size ~500x375, camera size ~4000x3000
 * model-only: the backbone's forward pass on pre-made input tensors, with the model exactly as
   the engine runs it (``prepare_model``: channels_last, BatchNorm folded where traceable), same
   batch, resolution and threads, called on slices of ``forward_rows`` images as the engine does
-  (8 on CPU) -- the ceiling for end-to-end throughput; ``model_only_unsliced`` calls it on the
-  whole batch at once, for reference;
+  (on CPU as many as fit a cache-sized budget: 7 for resnet18 at 224 px) -- the ceiling for
+  end-to-end throughput; ``model_only_unsliced`` calls it on the whole batch, for reference;
 * end-to-end: ``extract_embeddings`` (decode, resize, forward, HDF5 write);
 * decode-only: the engine's in-process loader alone (decode + resize on a thread pool as wide
   as torch's threads); since the engine decodes between forward passes on CPU, end-to-end is
@@ -55,15 +55,13 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
 from linprobe.features.extract import (
-    PRECISIONS,
     extract_embeddings,
-    forward_rows,
     resolve_device,
-    prepare_model,
     resolve_precision,
     seeded_backbone,
 )
-from linprobe.features.loader import DecodedImages, decode_pool
+from linprobe.features.forward import PRECISIONS, forward_rows, prepare_model
+from linprobe.features.loader import DecodedBatches, decode_pool
 
 SETS = {  # name: (width, height, format, number of images); >= 3 batches so decoding overlaps
     "jpeg-500x375": (500, 375, "JPEG", 1024),
@@ -123,9 +121,9 @@ def decode_only(data: Path, pre, batch: int, n_batches: int) -> tuple[float, flo
     threads = torch.get_num_threads()
     with decode_pool(threads) as pool:
         interp = str(getattr(pre.interpolation, "value", pre.interpolation)).lower()
-        ds = DecodedImages(paths, int(pre.resize), int(pre.crop), interp, pool)
+        ds = DecodedBatches(paths, batch, int(pre.resize), int(pre.crop), interp, pool, threads)
         t0, c0 = time.perf_counter(), cpu_seconds()
-        for _ in DataLoader(ds, batch_size=batch, num_workers=0):
+        for _ in DataLoader(ds, batch_size=None, num_workers=0):
             pass
     return len(paths) / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / len(paths)
 
@@ -143,13 +141,15 @@ def naive_model_only(bb, dev: torch.device, n: int) -> tuple[float, float]:
     return 4 * (n // 4) / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / (4 * (n // 4))
 
 
-def end_to_end(spec: str, data: Path, out: Path, args, workers: int | None) -> tuple[float, float]:
+def end_to_end(
+    spec: str, data: Path, out: Path, args, workers: int | None, prec: str
+) -> tuple[float, float]:
     """(img/s, CPU ms/img) of extraction: the rate is the loop's own (the attr it records, model
     load excluded); CPU time covers the whole call, workers included."""
     c0 = cpu_seconds()
     path = extract_embeddings(spec, data, out, image_size=args.image_size,
                               batch_size=args.batch_size, device=args.device,
-                              precision=args.precision, num_workers=workers, progress=False,
+                              precision=prec, num_workers=workers, progress=False,
                               val_fraction=0.0, test_fraction=0.0)
     cpu = cpu_seconds() - c0
     with h5py.File(path) as f:
@@ -209,7 +209,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--precision", default="auto",
+                    help="comma list, e.g. float32,bfloat16: each measured side by side")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sets", default=",".join(SETS), help="comma list from " + ",".join(SETS))
     ap.add_argument("--scale", type=float, default=1.0, help="scale image counts")
@@ -221,7 +222,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     dev = resolve_device(args.device)
-    prec = resolve_precision(args.precision, dev)
+    precs = [resolve_precision(p, dev) for p in args.precision.split(",")]
     def fresh():
         return seeded_backbone(args.backbone, image_size=args.image_size, layer=None, seed=0)
 
@@ -229,12 +230,16 @@ def main() -> None:
     crop = bb.preprocess.crop
     # The model exactly as the engine runs it: the fair ceiling for the pipeline around it.
     engine_model = prepare_model(fresh().model, dev, crop)
-    rows = forward_rows(dev, args.batch_size)
-    models = {"model_only": rows, "model_only_unsliced": args.batch_size}
+    rows = forward_rows(engine_model, dev, crop, args.batch_size)
+    # Keys carry the precision when several are compared: "model_only[bfloat16]".
+    tag = {p: "" if len(precs) == 1 else f"[{p}]" for p in precs}
+    models = {(f"model_only{tag[p]}", p): rows for p in precs}
+    models[(f"model_only_unsliced{tag[precs[0]]}", precs[0])] = args.batch_size
     print(f"{args.backbone} at {bb.preprocess.crop}px, batch {args.batch_size}, device {dev}, "
-          f"precision {prec}, torch threads {torch.get_num_threads()}, "
+          f"precision {','.join(precs)}, torch threads {torch.get_num_threads()}, "
           f"cores {len(os.sched_getaffinity(0))}")
-    results: dict = {"config": vars(args) | {"json": None, "device": str(dev), "precision": prec,
+    results: dict = {"config": vars(args) | {"json": None, "device": str(dev),
+                                            "precision": ",".join(precs),
                                             "threads": torch.get_num_threads()}, "sets": {}}
     results["loadavg_start"] = os.getloadavg()
     workers = [None if w == "auto" else int(w) for w in args.workers.split(",")]
@@ -246,18 +251,17 @@ def main() -> None:
             t0 = time.perf_counter()
             data = make_images(tmp / name, (w, h), fmt, n)
             print(f"\n[{name}] {n} images made in {time.perf_counter() - t0:.0f}s")
-            label = {wk: f"e2e_workers={'auto' if wk is None else wk}" for wk in workers}
-            row: dict = {"model_only": [], "model_only_unsliced": [],
-                         **{label[wk]: [] for wk in workers}, "decode_only": [],
-                         "naive_model_only": []}
+            label = {(wk, p): f"e2e_workers={'auto' if wk is None else wk}{tag[p]}"
+                     for p in precs for wk in workers}
+            row: dict = {**{k: [] for k, _ in models}, **{k: [] for k in label.values()},
+                         "decode_only": [], "naive_model_only": []}
             n_batches = max(2, n // args.batch_size)
             for _ in range(args.repeats):  # interleaved, so drifting load hits all alike
-                for key, r in models.items():
-                    row[key].append(model_only(engine_model, crop, args.batch_size, dev, prec,
+                for (key, p), r in models.items():
+                    row[key].append(model_only(engine_model, crop, args.batch_size, dev, p,
                                                n_batches, r))
-                for wk in workers:
-                    row[label[wk]].append(
-                        end_to_end(args.backbone, data, tmp / "out.h5", args, wk))
+                for (wk, p), key in label.items():
+                    row[key].append(end_to_end(args.backbone, data, tmp / "out.h5", args, wk, p))
                 row["decode_only"].append(decode_only(data, bb.preprocess, args.batch_size,
                                                       n_batches))
                 row["naive_model_only"].append(naive_model_only(fresh(), dev, args.naive_images))
@@ -265,22 +269,25 @@ def main() -> None:
             med = {k: statistics.median(r for r, _ in v) for k, v in row.items()}
             cpu = {k: statistics.median(c for _, c in v) for k, v in row.items()}
             # Ratios per repeat (each e2e run against the model-only run next to it), then median.
-            ratio = {k: statistics.median(e[0] / m[0] for e, m in zip(row[k], row["model_only"]))
+            base = {key: f"model_only{tag[p]}" for (_, p), key in label.items()}
+            ratio = {k: statistics.median(e[0] / m[0] for e, m in zip(row[k], row[base[k]]))
                      for k in label.values()}
-            print(f"  {'':22s} {'img/s':>8s}  {'CPU ms/img':>10s}  wall ratios (runs)")
+            print(f"  {'':30s} {'img/s':>8s}  {'CPU ms/img':>10s}  wall ratios (runs)")
             for k, v in med.items():
                 extra = ""
                 if k in ratio:
                     extra = f"  {ratio[k]:5.2f}x model-only  {v / med['naive']:5.2f}x naive"
                 runs = ", ".join(f"{r:.1f}" for r, _ in row[k])
-                print(f"  {k:22s} {v:8.1f}  {cpu[k]:10.1f}{extra}  ({runs})")
+                print(f"  {k:30s} {v:8.1f}  {cpu[k]:10.1f}{extra}  ({runs})")
             # Upper bounds: decoding runs between forward passes, so at best end-to-end spends
             # 1/model + 1/decode seconds per image; the naive loop is at least its own forward.
-            ceiling = {
-                "e2e_over_model_only": med["decode_only"] / (med["decode_only"] + med["model_only"]),
-                "e2e_over_naive": med["model_only"] / med["naive"],
-                "model_only_over_naive_model_only": med["model_only"] / med["naive_model_only"],
-            }
+            ceiling = {}
+            for p in precs:
+                mo = med[f"model_only{tag[p]}"]
+                dec = med["decode_only"]
+                ceiling[f"e2e_over_model_only{tag[p]}"] = dec / (dec + mo)
+                ceiling[f"e2e_over_naive{tag[p]}"] = mo / med["naive"]
+                ceiling[f"model_only_over_naive_model_only{tag[p]}"] = mo / med["naive_model_only"]
             print("  ceilings: " + ", ".join(f"{k} {v:.2f}" for k, v in ceiling.items()))
             results["sets"][name] = {"runs": row, "median": med, "cpu_ms_per_img": cpu,
                                      "ratio_to_model_only": ratio, "ceilings": ceiling}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import PIL.Image
 from matplotlib import cbook
 import pytest
@@ -18,7 +19,8 @@ from linprobe.features.backbones import (
 )
 from linprobe.features.backbones.lite import build_lite, lite_preprocess
 from linprobe.features.backbones.torchvision_ import build_classifier
-from linprobe.features.transforms import build_transform
+from linprobe.features.forward import embed, normaliser
+from linprobe.features.loader import to_input
 
 from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
 
@@ -59,10 +61,16 @@ def test_lite1_lite2_load_strict_and_embed(name):
 
 
 def _log_probs(net: torch.nn.Module, name: str, photos: dict) -> torch.Tensor:
-    """(3, 1000) log-softmax on the photos at the weights' own preprocessing."""
-    tf = build_transform(lite_preprocess(name))
+    """(3, 1000) log-softmax on the photos at the weights' own preprocessing, as the engine
+    resizes, normalises and runs them."""
+    pre = lite_preprocess(name)
+    x = torch.stack(
+        [to_input(np.array(photos[f]), pre.resize, pre.crop, pre.interpolation) for f in EXPECTED]
+    )
+    cpu = torch.device("cpu")
     with torch.inference_mode():
-        return net(torch.stack([tf(photos[f]) for f in EXPECTED])).log_softmax(1)
+        logits = embed(net.eval(), x, len(x), cpu, "float32", *normaliser(pre.mean, pre.std, cpu))
+    return torch.from_numpy(logits).log_softmax(1)
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])

@@ -19,12 +19,9 @@ from torchvision.transforms import v2
 from PIL import Image
 
 from linprobe.features.datasets import load_dataset
-from linprobe.features.extract import (
-    extract_embeddings,
-    forward_rows,
-    prepare_model,
-    seeded_backbone,
-)
+from linprobe.features.extract import extract_embeddings, seeded_backbone
+from linprobe.features import forward
+from linprobe.features.forward import forward_rows, peak_activation_bytes, prepare_model
 from linprobe.features.images import ImageDecodeError
 from linprobe.features.store import read_embeddings
 from tests.features.imagedata import write_folder
@@ -75,13 +72,42 @@ def test_resnet18_file_contract_and_values(folder, tmp_path):
     np.testing.assert_allclose(es.embeddings[:5], ref, rtol=1e-4, atol=1e-4)
 
 
-def test_batch_sliced_for_the_cpu_forward_and_decoded_on_threads(folder, tmp_path):
-    """One batch of 18 runs as CPU forward slices (8 + 8 + 2), decoded on the in-process thread
-    pool; every row still equals the plain per-image reference."""
-    assert forward_rows(torch.device("cpu"), 18) < 18
+def test_cpu_slices_fit_the_activation_budget(monkeypatch):
+    """resnet18's largest activation is the stem's (64, s/2, s/2) float32 map; the slice holds
+    as many images as fit the budget, on CUDA the whole batch."""
+    model = prepare_model(seeded_backbone(R18, image_size=64, layer=None, seed=0).model,
+                          torch.device("cpu"), 64)
+    per_image = 64 * 32 * 32 * 4
+    assert peak_activation_bytes(model, 64, torch.device("cpu")) == per_image
+    monkeypatch.setattr(forward, "CPU_SLICE_BYTES", 5 * per_image + 1)
+    assert forward_rows(model, torch.device("cpu"), 64, 18) == 5
+    assert forward_rows(model, torch.device("cpu"), 64, 3) == 3
+    monkeypatch.setattr(forward, "CPU_SLICE_BYTES", 1)
+    assert forward_rows(model, torch.device("cpu"), 64, 18) == 1
+    assert forward_rows(model, torch.device("cuda"), 64, 18) == 18
+
+
+def test_batch_sliced_for_the_cpu_forward_and_decoded_on_threads(folder, tmp_path, monkeypatch):
+    """One batch of 18 runs as CPU forward slices (8 + 8 + 2: the budget is set so), decoded on
+    the in-process thread pool; every row still equals the plain per-image reference."""
+    monkeypatch.setattr(forward, "CPU_SLICE_BYTES", 8 * 64 * 16 * 16 * 4)  # stem map at 32 px
+    stem_rows = []  # images per call of the stem conv (the only module fed 3-channel input)
+
+    def record(module, args):
+        if next(module.children(), None) is not None:
+            return
+        if args and isinstance(args[0], torch.Tensor) and args[0].ndim == 4:
+            if args[0].shape[1] == 3:
+                stem_rows.append(args[0].shape[0])
+
     threads = torch.get_num_threads()
-    out = extract_embeddings(R18, folder, tmp_path / "r18.h5", image_size=32, batch_size=18,
-                             num_workers=0, progress=False)
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        out = extract_embeddings(R18, folder, tmp_path / "r18.h5", image_size=32, batch_size=18,
+                                 num_workers=0, progress=False)
+    finally:
+        handle.remove()
+    assert stem_rows[-3:] == [8, 8, 2]
     assert torch.get_num_threads() == threads  # the single-threaded decode pool left no trace
     es = read_embeddings(out)
     ref = _reference(R18, folder, es.ids.tolist(), 32)
@@ -137,12 +163,7 @@ def test_bad_params(folder, tmp_path, kw, match):
 
 _CHILD = """
 import sys
-from linprobe.features.extract import (
-    extract_embeddings,
-    forward_rows,
-    prepare_model,
-    seeded_backbone,
-)
+from linprobe.features.extract import extract_embeddings
 extract_embeddings({spec!r}, {data!r}, {out!r}, image_size=64, batch_size=4, num_workers=0,
                    progress=False)
 """

@@ -53,6 +53,18 @@ def test_16bit_grayscale_scaled_to_8bit(tmp_path):
     assert np.array_equal(arr[..., 0], gray8) and np.array_equal(arr[..., 2], gray8)
 
 
+@pytest.mark.parametrize(
+    "mode, value, expected",
+    [("I", 65535, 255), ("I", 32896, 128), ("F", 0.5, 128), ("F", 1.0, 255)],
+)
+def test_32bit_int_and_float_images(tmp_path, mode, value, expected):
+    """32-bit integer TIFFs hold 16-bit data (scaled, not clipped at 255); float ones 0..1."""
+    path = tmp_path / "deep.tif"
+    Image.new(mode, (5, 4), value).save(path)
+    arr = np.asarray(open_rgb(path))
+    assert arr.shape == (4, 5, 3) and (arr == expected).all()
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
 def test_transparency_is_composited_on_white(tmp_path, mode):
     rgba = np.zeros((20, 20, 4), np.uint8)

@@ -1,9 +1,10 @@
 """The extraction engine: dataset + backbone -> one HDF5 embeddings file, streamed and resumable.
 
-Hot path: DataLoader workers decode and resize to (crop, crop, 3) uint8 (``features.loader``);
-the main process normalises whole batches on the device, runs the model under
-``torch.inference_mode`` (channels_last, autocast on CUDA) and appends each batch to
-``<out>.partial``, which is renamed to ``out`` when complete.
+Hot path: whole batches are decoded and resized to (B, crop, crop, 3) uint8 (``features.loader``:
+worker processes on CUDA, a thread pool between forward passes on CPU); the main process
+normalises each batch on the device, runs the model under ``torch.inference_mode``
+(``features.forward``: channels_last, BatchNorm folded, cache-sized slices on CPU, autocast) and
+appends each batch to ``<out>.partial``, which is renamed to ``out`` when complete.
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from linprobe.features.datasets import ImageDataset, load_dataset
+from linprobe.features.forward import (
+    PRECISIONS,
+    embed,
+    forward_rows,
+    normaliser,
+    prepare_model,
+)
 from linprobe.features.images import ImageDecodeError
-from linprobe.features.loader import DecodedImages, decode_pool
+from linprobe.features.loader import DecodedBatches, decode_pool
 from linprobe.features.store import EmbeddingWriter
 
 ON_ERROR = ("fail", "skip")
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# On CPU the forward runs on slices of the batch: resnet18 at 224 px on 2 cores did 88/101/106/
-# 100/85/78 img/s in slices of 2/4/8/16/32/64 -- a batch of 64's activations (64x64x112x112
-# floats after the stem, 205 MB) spill out of the caches. Loading and HDF5 chunks keep the
-# user's batch_size.
-CPU_FORWARD_ROWS = 8
 _FORMAT = 1  # bump when the meaning of stored embeddings changes: old partial files are discarded
 
 
@@ -99,27 +101,6 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
     return h.hexdigest()
-
-
-def prepare_model(model: torch.nn.Module, dev: torch.device, crop: int) -> torch.nn.Module:
-    """The model as the engine runs it: eval, on ``dev``, channels_last, and BatchNorm folded
-    into the preceding convolutions where torch.fx can trace the model (+~15% for resnet18 on
-    CPU). The folded model is kept only if it reproduces the original on a random batch; any
-    model fx cannot trace runs unchanged."""
-    model = model.eval().to(dev, memory_format=torch.channels_last)
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
-    from torch.fx.experimental.optimization import fuse
-
-    x = torch.randn(2, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode():
-            fused = fuse(model, inplace=False)
-            ref, out = model(x), fused(x)
-    except Exception:  # noqa: BLE001 - untraceable models (dynamic control flow) run unfused
-        return model
-    ok = out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * ref.abs().max())
-    return fused if ok else model
 
 
 def _versions() -> dict[str, str]:
@@ -281,14 +262,19 @@ def _run(
     # In-process loading decodes each batch on a thread pool as wide as torch's intra-op pool.
     threads = torch.get_num_threads() if workers == 0 else 1
     with decode_pool(threads) as pool:
+        batches = DecodedBatches(
+            paths[start:], batch_size, int(pre.resize), int(pre.crop), _interpolation(pre),
+            pool, threads,
+        )
         loader = DataLoader(
-            DecodedImages(paths[start:], int(pre.resize), int(pre.crop), _interpolation(pre), pool),
-            batch_size=batch_size,
+            batches,
+            batch_size=None,  # items are whole batches
             shuffle=False,
             num_workers=workers,
             pin_memory=dev.type == "cuda",
         )
-        _loop(model, loader, paths, writer, pre, dev, prec, on_error, progress)
+        rows = forward_rows(model, dev, int(pre.crop), batch_size)
+        _loop(model, loader, paths, writer, pre, dev, prec, rows, on_error, progress)
 
 
 def _loop(
@@ -299,17 +285,16 @@ def _loop(
     pre: Any,
     dev: torch.device,
     prec: str,
+    rows: int,
     on_error: str,
     progress: bool,
 ) -> None:
-    """Normalise -> forward -> append for each batch ``loader`` yields, from writer.start."""
+    """Normalise -> forward (``rows`` images per call) -> append for each batch ``loader``
+    yields, from writer.start."""
     start, n = writer.start, len(paths)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest
-    # Normalisation folded into one multiply-add on uint8 input: (x/255 - mean)/std.
-    std = torch.tensor(pre.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    mean = torch.tensor(pre.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    scale, shift = 1.0 / (255.0 * std), -mean / std
+    scale, shift = normaliser(pre.mean, pre.std, dev)
     bar = tqdm(total=n, initial=start, unit="img", desc=writer.path.stem, disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
     pos = start
@@ -326,14 +311,14 @@ def _loop(
                     keep = torch.ones(b, dtype=torch.bool)
                     keep[bad] = False
                     x = x[keep]
-                emb = _forward(model, x, dev, prec, scale, shift) if len(x) else None
+                emb = embed(model, x, rows, dev, prec, scale, shift) if len(x) else None
                 if emb is not None and not np.isfinite(emb).all():
                     raise FloatingPointError(
                         f"non-finite embeddings in images {pos}..{pos + b - 1} with precision "
                         f"{prec!r}; re-run with precision='float32'"
                     )
-                rows = emb if emb is not None else np.empty((0, writer.embed_dim), np.float32)
-                writer.append(rows, processed=pos + b, skipped=skipped)
+                block = emb if emb is not None else np.empty((0, writer.embed_dim), np.float32)
+                writer.append(block, processed=pos + b, skipped=skipped)
                 pos += b
                 bar.update(b)
     except KeyboardInterrupt:
@@ -345,32 +330,3 @@ def _loop(
         raise
     finally:
         bar.close()
-
-
-def forward_rows(dev: torch.device, batch: int) -> int:
-    """Images per forward call: the whole batch on CUDA; at most ``CPU_FORWARD_ROWS`` on CPU."""
-    return batch if dev.type == "cuda" else min(batch, CPU_FORWARD_ROWS)
-
-
-def _forward(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    dev: torch.device,
-    prec: str,
-    scale: torch.Tensor,
-    shift: torch.Tensor,
-) -> np.ndarray:
-    """(B, H, W, 3) uint8 -> (B, D) float32 numpy embeddings, in forward_rows() slices."""
-    x = x.to(dev, non_blocking=True)
-    out = []
-    for part in x.split(forward_rows(dev, len(x))):
-        # The NHWC -> NCHW permute is a channels_last view; .float() keeps that memory format.
-        part = part.permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
-        with torch.autocast(dev.type, dtype=PRECISIONS[prec], enabled=prec != "float32"):
-            emb = model(part)
-        if emb.ndim != 2:
-            raise RuntimeError(
-                f"backbone returned shape {tuple(emb.shape)}, expected (batch, dim)"
-            )
-        out.append(emb.float().cpu().numpy())
-    return np.concatenate(out) if len(out) > 1 else out[0]
