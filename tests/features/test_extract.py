@@ -64,6 +64,7 @@ def test_resnet18_file_contract_and_values(folder, tmp_path):
     a = es.attrs
     assert a["backbone"] == R18 and a["image_size"] == 32 and a["embed_dim"] == 512
     assert a["dataset_fingerprint"] == ds.fingerprint() and a["data_root"] == str(folder.resolve())
+    assert (out.parent / a["data_root_relative"]).resolve() == folder.resolve()
     assert a["preprocess"]["crop"] == 32 and a["precision"] == "float32" and a["skipped"] == []
     assert a["device"].startswith("cpu") and a["images_per_s"] > 0 and a["versions"]["torch"]
     with h5py.File(out) as f:

@@ -12,7 +12,7 @@ import pytest
 
 from linprobe.reports.build import build_report, write_learning_curves
 from tests.reports.artifacts import write_artifacts
-from tests.reports.conftest import EVIL
+from tests.reports.conftest import CLASSES, EVIL
 
 
 def test_reports_never_import_torch():
@@ -65,6 +65,17 @@ def test_sections_present(report):
     assert re.search(r"<td class=\"l\">Trouser</td><td>20</td><td>8</td><td>10</td>", html)
     assert html.count('class="run"') == 4
     assert "image not available" not in html  # every thumbnail was found and embedded
+
+
+def test_thumbnails_found_after_the_repo_moves(tmp_path):
+    """Data and artifacts moved together: the absolute data_root is gone, the relative one
+    (from the HDF5 file) finds the images."""
+    art = write_artifacts(tmp_path / "orig", CLASSES, probes=("logreg",))
+    moved = tmp_path / "moved"
+    shutil.move(art.parent, moved)
+    html = build_report(moved / "artifacts", tmp_path / "r.html", tsne_max=0).read_text()
+    assert "Misclassified test images" in html and "image not available" not in html
+    assert str(moved / "data") in html  # the dataset summary shows where the images are now
 
 
 def test_optional_keys_missing_say_not_available(multiclass_artifacts, tmp_path):

@@ -203,6 +203,8 @@ def extract_embeddings(
         "task": ds.task,
         "dataset_fingerprint": identity["dataset_fingerprint"],
         "data_root": str(ds.root),
+        # So the report finds the images after the repo (data and artifacts together) moves.
+        "data_root_relative": os.path.relpath(ds.root, Path(out).resolve().parent),
         "layer": bb.layer or "penultimate",
         "weights_sha256": identity["weights_sha256"],
         "device": _device_name(dev),

@@ -129,7 +129,7 @@ def build_report(
             views.append({"backbone": name, "missing": True})
             continue
         if summary is None:
-            summary = sections.dataset_summary(es, attrs)
+            summary = sections.dataset_summary(es, attrs, attrs[name].get("data_root"))
         # One BLAS/OpenMP thread: the matrices are small (<= a few thousand rows), and on a
         # busy machine (DVC running other stages) spinning thread pools made PCA/t-SNE ~5x
         # slower in benchmarks/report.py.

@@ -123,12 +123,21 @@ def load_runs(artifacts: str | Path) -> list[Run]:
 
 
 def load_backbone_attrs(artifacts: str | Path, backbones: list[str]) -> dict[str, dict[str, Any]]:
-    """HDF5 attrs per backbone name; a missing or unreadable file gives an empty dict."""
+    """HDF5 attrs per backbone name; a missing or unreadable file gives an empty dict.
+
+    ``data_root`` is the absolute image folder recorded at extraction; when that is gone but
+    ``data_root_relative`` (from the HDF5 file's folder) exists, the data moved along with the
+    artifacts (a moved or re-cloned repo) and the relative one is used.
+    """
     out: dict[str, dict[str, Any]] = {}
     for name in backbones:
         path = Path(artifacts) / "embeddings" / f"{name}.h5"
         try:
-            out[name] = read_attrs(path) if path.is_file() else {}
+            attrs = read_attrs(path) if path.is_file() else {}
         except OSError:
-            out[name] = {}
+            attrs = {}
+        root, rel = attrs.get("data_root"), attrs.get("data_root_relative")
+        if root and rel and not Path(root).is_dir() and (path.parent / rel).is_dir():
+            attrs["data_root"] = str((path.parent / rel).resolve())
+        out[name] = attrs
     return out

@@ -107,8 +107,11 @@ def overview(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"probes": probes, "rows": grid}
 
 
-def dataset_summary(es: EmbeddingSet | None, attrs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Classes, counts per split (per class for multiclass), skipped files, fingerprints."""
+def dataset_summary(
+    es: EmbeddingSet | None, attrs: dict[str, dict[str, Any]], data_root: str | None
+) -> dict[str, Any] | None:
+    """Classes, counts per split (per class for multiclass), skipped files, fingerprints;
+    ``data_root``: where the images are (as resolved by ``collect.load_backbone_attrs``)."""
     if es is None:
         return None
     counts = []
@@ -119,7 +122,7 @@ def dataset_summary(es: EmbeddingSet | None, attrs: dict[str, dict[str, Any]]) -
     fingerprints = {b: a.get("dataset_fingerprint") for b, a in attrs.items() if a}
     skipped = es.attrs.get("skipped") if isinstance(es.attrs.get("skipped"), list) else None
     return {"task": es.task, "n_classes": len(es.class_names), "classes": counts, "totals": totals,
-            "data_root": es.attrs.get("data_root"), "skipped": skipped,
+            "data_root": data_root, "skipped": skipped,
             "fingerprints_differ": len({str(v) for v in fingerprints.values()}) > 1,
             "fingerprints": fingerprints}
 
