@@ -162,9 +162,17 @@ def test_bad_params(folder, tmp_path, kw, match):
         extract_embeddings(R18, folder, tmp_path / "x.h5", **kw)
 
 
+# The child pauses 0.1 s after each (real) batch write, so the parent reliably catches it
+# mid-run: at 64 px a batch of 4 takes only a few ms, shorter than the parent's polling.
 _CHILD = """
-import sys
+import time
+from linprobe.features import store
 from linprobe.features.extract import extract_embeddings
+append = store.EmbeddingWriter.append
+def slow_append(self, *args, **kwargs):
+    append(self, *args, **kwargs)
+    time.sleep(0.1)
+store.EmbeddingWriter.append = slow_append
 extract_embeddings({spec!r}, {data!r}, {out!r}, image_size=64, batch_size=4, num_workers=0,
                    progress=False)
 """
