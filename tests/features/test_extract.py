@@ -163,9 +163,13 @@ def test_bad_params(folder, tmp_path, kw, match):
 
 
 # The child pauses 0.1 s after each (real) batch write, so the parent reliably catches it
-# mid-run: at 64 px a batch of 4 takes only a few ms, shorter than the parent's polling.
+# mid-run: at 64 px a batch of 4 takes only a few ms, shorter than the parent's polling. It also
+# takes Ctrl-C as a terminal's foreground process would: a shell running the tests in the
+# background (CI, nohup) starts children with SIGINT ignored, and Python keeps it so.
 _CHILD = """
+import signal
 import time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from linprobe.features import store
 from linprobe.features.extract import extract_embeddings
 append = store.EmbeddingWriter.append
