@@ -125,8 +125,7 @@ def decode_only(data: Path, pre, batch: int, n_batches: int) -> tuple[float, flo
     paths = sorted(p for p in data.rglob("*") if p.is_file())[: batch * n_batches]
     threads = torch.get_num_threads()
     with decode_pool(threads) as pool:
-        interp = str(getattr(pre.interpolation, "value", pre.interpolation)).lower()
-        ds = DecodedBatches(paths, batch, int(pre.resize), int(pre.crop), interp, pool, threads)
+        ds = DecodedBatches(paths, batch, pre, pool, threads)
         t0, c0 = time.perf_counter(), cpu_seconds()
         for _ in DataLoader(ds, batch_size=None, num_workers=0):
             pass

@@ -159,7 +159,8 @@ def write_artifacts(
                      "embed_dim": x.shape[1], "num_params": 0 if bname == "pool7" else 784 * 32,
                      "class_names": class_names, "task": task, "dataset_fingerprint": "fmnist-test",
                      "data_root": str(data.resolve()),
-                     "data_root_relative": os.path.relpath(data, art / "embeddings"), "versions": {"numpy": np.__version__},
+                     "data_root_relative": os.path.relpath(data, art / "embeddings"),
+                     "versions": {"numpy": np.__version__},
                      "device": "cpu", "precision": "fp32", "seconds": 0.5, "images_per_s": 1000.0,
                      "skipped": skipped or [], "created": "2026-01-01T00:00:00+00:00"}
             for k, v in attrs.items():

@@ -143,11 +143,6 @@ def _check_args(batch_size: int, num_workers: int | None, on_error: str) -> None
         )
 
 
-def _interpolation(pre: Any) -> str:
-    interp = getattr(pre.interpolation, "value", pre.interpolation)
-    return str(interp).lower()
-
-
 def extract_embeddings(
     backbone: str,
     data: str | Path,
@@ -264,10 +259,7 @@ def _run(
     # In-process loading decodes each batch on a thread pool as wide as torch's intra-op pool.
     threads = torch.get_num_threads() if workers == 0 else 1
     with decode_pool(threads) as pool:
-        batches = DecodedBatches(
-            paths[start:], batch_size, int(pre.resize), int(pre.crop), _interpolation(pre),
-            pool, threads,
-        )
+        batches = DecodedBatches(paths[start:], batch_size, pre, pool, threads)
         loader = DataLoader(
             batches,
             batch_size=None,  # items are whole batches
@@ -275,7 +267,7 @@ def _run(
             num_workers=workers,
             pin_memory=dev.type == "cuda",
         )
-        rows = forward_rows(model, dev, int(pre.crop), batch_size)
+        rows = forward_rows(model, dev, pre.crop, batch_size)
         _loop(model, loader, paths, writer, pre, dev, prec, rows, on_error, progress)
 
 

@@ -33,6 +33,7 @@ import torchvision.transforms.v2.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
+from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.images import ImageDecodeError, open_rgb
 
 
@@ -75,16 +76,15 @@ class DecodedBatches(Dataset):
         self,
         paths: list[Path],
         batch_size: int,
-        resize: int,
-        crop: int,
-        interpolation: str,
+        pre: Preprocess,
         pool: Executor | None = None,
         threads: int = 1,
     ) -> None:
-        """``pool``: split each batch into ``threads`` tasks on it (main-process loading only;
-        a pool does not pickle into worker processes)."""
+        """``pre``: the backbone's resize, crop and interpolation. ``pool``: split each batch
+        into ``threads`` tasks on it (main-process loading only; a pool does not pickle into
+        worker processes)."""
         self.paths, self.batch_size = paths, batch_size
-        self.resize, self.crop, self.interpolation = resize, crop, interpolation
+        self.resize, self.crop, self.interpolation = pre.resize, pre.crop, pre.interpolation
         self.pool, self.threads = pool, threads if pool is not None else 1
 
     def __len__(self) -> int:
