@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from linprobe.pipeline.params import DEVICES, ON_ERROR, PRECISIONS, ParamsError, load_params
 
@@ -110,10 +111,19 @@ def cmd_check(args: argparse.Namespace) -> None:
     print(f"{params.source}: OK ({len(params.backbones)} backbones x {len(params.probes)} probes)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with linprobe's one error format (``linprobe: error: ...``, exit 2) for every
+    subcommand, so scripts and users see the same prefix for argument and data errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"linprobe: error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="linprobe", description=(
+    ap = _Parser(prog="linprobe", description=(
         "Compare frozen pretrained vision backbones with linear probes on your images."))
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ex = sub.add_parser("extract", help="run one backbone over a dataset, write embeddings (HDF5)")
     ex.add_argument("--backbone", required=True,
@@ -181,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         # LINPROBE_DEBUG=1 shows the traceback for bug reports.
         if os.environ.get("LINPROBE_DEBUG"):
             raise
-        print(f"linprobe {args.command}: error: {exc}", file=sys.stderr)
+        print(f"linprobe: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
