@@ -166,3 +166,19 @@ def test_manifest_errors_name_the_line(tmp_path, body, match):
     with pytest.raises(ValueError, match="(?s)" + match) as err:
         load_dataset(_manifest(tmp_path, body))
     assert "m.csv" in str(err.value)
+
+
+def test_scan_dataset_reports_counts_and_warnings_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    data = write_folder(tmp_path / "d", per_class=0, classes=2, splits={"train": 4, "test": 2})
+    (data / "train" / "notes.txt").write_text("x")
+    (data / "train" / CLASSES[0] / "loop").symlink_to(".")
+    code = ("import sys; from linprobe.features.datasets import scan_dataset; "
+            f"s = scan_dataset({str(data)!r}); assert 'torch' not in sys.modules; "
+            "print(s.sizes, s.counts['test'], s.left_out, len(s.warnings))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (
+        "{'train': 8, 'val': 0, 'test': 4} {'trouser': 2, 'tshirt': 2} "
+        "[{'id': 'train/notes.txt', 'reason': 'not inside a class folder'}] 2")

@@ -7,6 +7,9 @@ Image folder layouts::
                                                 carved from train with the fractions
 
 Ids are posix paths relative to ``root``, sorted, so they are stable across machines and runs.
+Walking the folder (links, loops, files left out) is :mod:`.walk`'s job; every dataset carries a
+:class:`~linprobe.features.scan.DatasetScan` (counts and warnings), which :func:`scan_dataset`
+returns without loading torch.
 """
 
 from __future__ import annotations
@@ -14,18 +17,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from linprobe.features.manifest import read_manifest
-from linprobe.features.splitting import carve_missing, check_fractions, stratified_split
-from linprobe.features.store import SPLIT_CODES, SPLITS, TASKS
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+from linprobe.features.scan import (
+    DatasetScan,
+    class_counts,
+    left_out_warning,
+    reached_twice_warning,
+    require_classes,
+    small_class_warnings,
 )
+from linprobe.features.splitting import carve_missing, check_fractions, stratified_split
+from linprobe.features.store import SPLIT_CODES, TASKS
+from linprobe.features.walk import FolderListing, list_folder, one_level_down
+
 
 
 @dataclass
@@ -42,6 +51,7 @@ class ImageDataset:
     split: np.ndarray
     class_names: list[str]
     task: str
+    scan: DatasetScan | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -77,62 +87,20 @@ class ImageDataset:
         return h.hexdigest()
 
 
-def _images_under(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursive, hidden files skipped), sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [
-            Path(dirpath) / f
-            for f in filenames
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
-        ]
-    return sorted(found)
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _scan_classes(folder: Path, root: Path) -> dict[str, list[str]]:
-    """{class name: [ids]} for ``folder/<class>/...``; empty class folders are an error."""
-    classes = {}
-    for cdir in _subdirs(folder):
-        files = _images_under(cdir)
-        if not files:
-            raise ValueError(
-                f"class folder {cdir} contains no images (extensions: "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder"
-            )
-        classes[cdir.name] = [f.relative_to(root).as_posix() for f in files]
-    if not classes:
-        raise ValueError(
-            f"{folder} has no class subfolders; expected {folder}/<class>/<image> "
-            f"(optionally under {'/'.join(SPLITS)}/), or pass a CSV manifest instead"
-        )
-    return classes
-
-
-def _load_folder(root: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, list[str]]:
-    """(ids, labels (N,), split (N,) or None, class names) of an image folder."""
-    subdirs = [d.name for d in _subdirs(root)]
-    split_dirs = [d for d in subdirs if d in SPLIT_CODES]
-    if not split_dirs:
-        classes = _scan_classes(root, root)
+def _load_folder(root: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, list[str],
+                                        FolderListing]:
+    """(ids, labels (N,), split (N,) or None, class names, listing) of an image folder."""
+    listing = list_folder(root)
+    per_split = listing.classes
+    if "" in per_split:  # no split folders
+        classes = per_split[""]
         names = sorted(classes)
+        _require_folder_classes(root, names)
         ids = [i for n in names for i in classes[n]]
         labels = np.repeat(np.arange(len(names), dtype=np.int64), [len(classes[n]) for n in names])
-        return ids, labels, None, names
-    others = sorted(set(subdirs) - set(split_dirs))
-    if others:
-        raise ValueError(
-            f"{root} mixes split folders {split_dirs} with other folders {others}; put every "
-            f"class folder under one of {list(SPLITS)}, or use no split folders at all"
-        )
-    if "train" not in split_dirs:
-        raise ValueError(f"{root} has split folders {split_dirs} but no 'train' folder; add it")
-    per_split = {s: _scan_classes(root / s, root) for s in SPLITS if s in split_dirs}
+        return ids, labels, None, names, listing
     names = sorted(per_split["train"])
+    _require_folder_classes(root / "train", names)
     for s, classes in per_split.items():
         unknown = sorted(set(classes) - set(names))
         if unknown:
@@ -147,7 +115,15 @@ def _load_folder(root: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, 
             ids += classes[n]
             labels += [index[n]] * len(classes[n])
             split += [SPLIT_CODES[s]] * len(classes[n])
-    return ids, np.array(labels, np.int64), np.array(split, np.uint8), names
+    return ids, np.array(labels, np.int64), np.array(split, np.uint8), names, listing
+
+
+def _require_folder_classes(folder: Path, names: list[str]) -> None:
+    """Two or more class folders, with a pointer when the data sits one level down."""
+    inner = one_level_down(folder, names)
+    fix = (f"It looks like the data is one level down: point data.path (or --data) at {inner}."
+           if inner else f"Add a folder per class: {folder}/<class>/<image>.")
+    require_classes(names, f"image folder {folder}", fix)
 
 
 def _check_train_covers(ds: ImageDataset, source: Path) -> None:
@@ -176,7 +152,8 @@ def load_dataset(
     Without split information, ``val_fraction`` and ``test_fraction`` of each class are assigned
     to val and test (seeded, stratified); with train and test but no val, val is carved from
     train (likewise test). Raises ValueError / FileNotFoundError naming the offending file and
-    the fix.
+    the fix, e.g. for fewer than two classes. ``.scan`` holds the counts and the warnings
+    (nothing is printed here).
     """
     check_fractions(val_fraction, test_fraction)
     path = Path(path)
@@ -185,15 +162,18 @@ def load_dataset(
             f"dataset path {path} does not exist; pass an image folder (<root>/<class>/<image>) "
             "or a CSV manifest (path,label[,split])"
         )
+    listing = None
     if path.is_dir():
         root = path.resolve()
-        ids, labels, split, names = _load_folder(root)
+        ids, labels, split, names, listing = _load_folder(root)
         task = "multiclass"
     elif path.suffix.lower() == ".csv":
         m = read_manifest(path)
         root, ids, labels, split, names, task = (
             m.root, m.ids, m.labels, m.split, m.class_names, m.task
         )
+        if task == "multiclass":
+            require_classes(names, f"manifest {path}", "Label the images with 2 or more classes.")
     else:
         raise ValueError(
             f"dataset path {path} is neither a folder nor a .csv manifest; pass an image folder "
@@ -202,6 +182,7 @@ def load_dataset(
     # Sort before splitting so the split does not depend on the manifest's row order.
     order = np.argsort(np.array(ids, dtype=object), kind="stable")
     ids, labels = [ids[i] for i in order], labels[order]
+    given = set() if split is None else {s for s, c in SPLIT_CODES.items() if (split == c).any()}
     if split is None:
         split = stratified_split(
             labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
@@ -212,4 +193,34 @@ def load_dataset(
         )
     ds = ImageDataset(root, ids, labels, split, list(names), task)
     _check_train_covers(ds, path)
+    ds.scan = _scan(ds, path, listing, given, {"val": val_fraction, "test": test_fraction})
     return ds
+
+
+def scan_dataset(
+    path: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> DatasetScan:
+    """The counts and warnings of :func:`load_dataset` (same arguments, same errors); reads
+    only file names and folder entries, not the images."""
+    scan = load_dataset(path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed).scan
+    assert scan is not None
+    return scan
+
+
+def _scan(ds: ImageDataset, path: Path, listing: FolderListing | None, given: set[str],
+          fractions: dict[str, float]) -> DatasetScan:
+    counts = class_counts(ds.labels, ds.split, ds.class_names)
+    # Splits assigned by fraction: all of them without split data, else the ones carve_missing
+    # filled (a split absent from the folders/column takes its fraction).
+    carved = {s: f for s, f in fractions.items() if s not in given}
+    warnings = small_class_warnings(counts, carved)
+    left_out: list[tuple[str, str]] = []
+    if listing is not None:
+        left_out = listing.left_out
+        warnings = reached_twice_warning(listing.reached_twice) + \
+            left_out_warning(ds.root, left_out) + warnings
+    return DatasetScan(
+        source=str(path), root=ds.root, task=ds.task, class_names=ds.class_names,
+        sizes=ds.counts(), counts=counts,
+        left_out=[{"id": i, "reason": r} for i, r in left_out], warnings=warnings,
+    )

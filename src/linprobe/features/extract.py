@@ -38,6 +38,8 @@ from linprobe.features.store import EmbeddingWriter
 
 ON_ERROR = ("fail", "skip")
 _PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_SKIP_FIX = ("fix or remove the file, or re-run with --on-error skip (params: extract.on_error: "
+             "skip) to leave unreadable images out")
 _FORMAT = 1  # bump when the meaning of stored embeddings changes: old partial files are discarded
 
 
@@ -173,6 +175,7 @@ def extract_embeddings(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     ds = load_dataset(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    ds.scan.log()  # files left out, links reached twice, classes too small for val/test
     bb = seeded_backbone(backbone, image_size=image_size, layer=layer, seed=seed)
     pre = bb.preprocess
     identity = {
@@ -205,6 +208,7 @@ def extract_embeddings(
         "device": _device_name(dev),
         "precision": prec,
         "batch_size": batch_size,
+        **ds.scan.attrs(),  # left_out, left_out_total
     }
     with EmbeddingWriter(
         out,
@@ -218,7 +222,7 @@ def extract_embeddings(
     ) as writer:
         if on_error == "fail" and writer.skipped:
             first = writer.skipped[0]
-            raise ImageDecodeError(ds.paths()[first["index"]], first["reason"])
+            raise ImageDecodeError(ds.paths()[first["index"]], first["reason"], _SKIP_FIX)
         # Preparing the model (BatchNorm folding) is part of loading it: outside the timed loop.
         model = prepare_model(bb.model, dev, int(pre.crop)) if writer.start < len(ds) else None
         t0 = time.perf_counter()
@@ -300,7 +304,7 @@ def _loop(
                 if any(errors):
                     bad = [j for j, e in enumerate(errors) if e]
                     if on_error == "fail":
-                        raise ImageDecodeError(paths[pos + bad[0]], errors[bad[0]])
+                        raise ImageDecodeError(paths[pos + bad[0]], errors[bad[0]], _SKIP_FIX)
                     skipped = [{"index": pos + j, "reason": errors[j]} for j in bad]
                     keep = torch.ones(b, dtype=torch.bool)
                     keep[bad] = False

@@ -21,12 +21,13 @@ _16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 class ImageDecodeError(ValueError):
-    """An image file could not be turned into pixels; ``path`` and ``reason`` say which and why."""
+    """An image file could not be turned into pixels; ``path`` and ``reason`` say which and why,
+    ``fix`` (optional) what the caller can do about it."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot read image {self.path}: {reason}")
+        super().__init__(f"cannot read image {self.path}: {reason}" + (f"; {fix}" if fix else ""))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -7,6 +7,7 @@ for none), or one 0/1 column per class (every column other than ``path`` and ``s
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +44,49 @@ def _fail(path: Path, problems: list[str], fix: str) -> None:
     raise ValueError(f"manifest {path}:\n  {listed}{more}\n{fix}")
 
 
+def _read_text(path: Path) -> str:
+    """The manifest's text; a ValueError naming the file, the likely encoding and the fix when
+    it is not UTF-8 (Excel and Windows tools often save UTF-16 or Windows-1252)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:200]:
+            guess = "UTF-16 (as Excel's 'Unicode Text' and PowerShell write)"
+        else:
+            guess = "Latin-1 / Windows-1252 or another 8-bit encoding"
+        raise ValueError(
+            f"manifest {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+            f"{exc.start}); it looks like {guess}. Re-save it as UTF-8 (e.g. Excel: 'CSV UTF-8', "
+            f"or: iconv -t UTF-8 {path.name})"
+        ) from None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Known column names spelt with other case ('Label', 'PATH') or a non-comma separator."""
+    known = ("path", "label", "labels", "split")
+    wrong = [c for c in header if c.lower() in known and c not in known]
+    if wrong:
+        fixes = ", ".join(f"{c!r} to {c.lower()!r}" for c in wrong)
+        raise ValueError(
+            f"manifest {path} has columns {wrong}, but column names are lowercase and "
+            f"case-sensitive; rename {fixes} in the header line"
+        )
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t"):
+        raise ValueError(
+            f"manifest {path} has a single column {header[0]!r}: it looks separated by "
+            "';' or tabs; save it comma-separated (path,label[,split])"
+        )
+
+
 def read_manifest(path: str | Path) -> ManifestRows:
     """Parse and check a CSV manifest; errors name the file, the line and how to fix it."""
     path = Path(path)
     root = path.parent.resolve()
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    header = [c.strip() for c in (reader.fieldnames or [])]
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    _check_header(path, header)
     if "path" not in header:
         raise ValueError(
             f"manifest {path} has no 'path' column (columns: {header}); the first line must be "

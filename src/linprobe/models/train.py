@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from linprobe.features.scan import require_classes
 from linprobe.features.store import TASKS, EmbeddingSet, read_embeddings
 
 from . import metrics as M
@@ -168,6 +169,12 @@ def _check_embeddings(es: EmbeddingSet, path: Path) -> None:
     for split in ("train", "test"):
         if not es.mask(split).any():
             raise ValueError(f"{path} has no '{split}' samples; a probe needs train and test splits")
+    if es.task == "multiclass":
+        fix = "Re-extract from a dataset with 2 or more classes."
+        require_classes(es.class_names, f"embeddings file {path}", fix)
+        in_train = np.unique(es.labels[es.mask("train")])
+        require_classes([es.class_names[k] for k in in_train], f"the train split of {path}",
+                        "Re-extract with training images of 2 or more classes.")
 
 
 def _missing(es: EmbeddingSet) -> dict[str, list[str]]:
