@@ -257,3 +257,19 @@ def test_cached_torchvision_weights_with_payload_are_refused(folder, tmp_path, m
                   "--image-size", "32", "--workers", "0"],
                  [f"Weights file '{path}'", UNPICKLE, r"io\.open", "download"], watch=[folder, path], env=env)
     assert not marker.exists(), "code from the cached weights file ran"
+
+
+def test_format_is_read_from_the_header_not_from_zip_bytes_inside_tensors(models):
+    """A safetensors file whose last tensor ends with a zip end-of-archive record is still
+    safetensors (zipfile.is_zipfile would call it a zip)."""
+    import zipfile
+
+    from safetensors.torch import save_file
+
+    from linprobe.features.backbones.file_ import detect_format
+
+    eocd = torch.tensor(list(b"PK\x05\x06" + bytes(18)), dtype=torch.uint8)
+    path = models / "m.safetensors"
+    save_file({"w": torch.zeros(4), "zzz": eocd}, str(path), metadata={"arch": mf.ARCH})
+    assert zipfile.is_zipfile(path)
+    assert detect_format(str(path)) == "safetensors"

@@ -65,7 +65,7 @@ def _zip_kind(path: str) -> str:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise _refuse(path, "is a damaged zip archive", f"{err}; save it again.") from err
+        raise _refuse(path, "is a truncated or damaged zip archive", f"{err}; save it again.") from err
     # torch archives put every member under one top folder: '<name>/data.pkl'.
     inner = {name.split("/", 1)[-1] for name in names}
     if "constants.pkl" in inner or any(n.startswith("code/") for n in inner):
@@ -99,8 +99,6 @@ def _describe(head: bytes) -> str:
     """A few words on what an unrecognised file looks like, for the error message."""
     if not head:
         return "is empty (0 bytes)"
-    if head.startswith(b"PK"):
-        return "looks like a truncated or damaged zip archive (a checkpoint cut short?)"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -116,10 +114,12 @@ def detect_format(path: str) -> str:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(64)
-    if zipfile.is_zipfile(path):
-        return _zip_kind(path)
+    # Safetensors first: its strict header cannot start with 'PK', while a zip signature
+    # (zipfile.is_zipfile looks near the end) can occur inside tensor data.
     if _is_safetensors(head, size):
         return "safetensors"
+    if head.startswith(b"PK"):  # torch.load also decides 'zip' from the first bytes
+        return _zip_kind(path)
     if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
         return "checkpoint"  # a legacy torch.save file; torch.load(weights_only=True) reads it
     raise _refuse(path, _describe(head), "linprobe reads torch.save checkpoints and safetensors files.")
