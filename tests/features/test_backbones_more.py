@@ -46,42 +46,48 @@ def test_unknown_layer_suggests():
         load_backbone("torchvision:resnet18:none", image_size=32, layer="layer33")
 
 
-def test_file_torchscript_and_checkpoint(tmp_path):
+def test_file_checkpoint_and_safetensors(tmp_path):
     import json
 
-    small = build_classifier("squeezenet1_1", None)
-    ts_path = tmp_path / "small.pt"
-    pre_ts = Preprocess(72, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bicubic")
-    torch.jit.save(torch.jit.script(small), str(ts_path), _extra_files={"preprocess.json": json.dumps(pre_ts.to_dict())})
-    b = load_backbone(f"file:{ts_path}", image_size=32)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.inference_mode():
-        assert torch.allclose(b.model(x), small(x), atol=1e-5)  # the module's own output
-    assert b.embed_dim == 1000 and b.head is None
-    assert b.preprocess == pre_ts.with_image_size(32)  # read from the TorchScript extra file
-    with pytest.raises(ValueError, match="'layer' parameter is not supported for TorchScript"):
-        load_backbone(f"file:{ts_path}", layer="features.3")
+    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     net = build_classifier("resnet18", None, 32, num_classes=7)  # e.g. a fine-tuned 7-class model
     pre = Preprocess(36, 32, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic")
+    x = torch.randn(2, 3, 32, 32)
     ckpt = tmp_path / "ft.pth"
     torch.save({"arch": "torchvision:resnet18", "state_dict": net.state_dict(), "num_classes": 7,
                 "preprocess": pre.to_dict()}, ckpt)
-    b = load_backbone(f"file:{ckpt}")
-    with torch.inference_mode():
-        assert_head_reproduces(b.model(x), b.head, net(x))
-    assert b.preprocess == pre and b.embed_dim == 512 and b.weights == "ft.pth"
+    safe = tmp_path / "ft.safetensors"
+    save_file(net.state_dict(), str(safe), metadata={
+        "arch": "torchvision:resnet18:none", "num_classes": "7", "preprocess": json.dumps(pre.to_dict())})
+    for path in (ckpt, safe):
+        b = load_backbone(f"file:{path}")
+        with torch.inference_mode():
+            assert_head_reproduces(b.model(x), b.head, net(x))
+        assert b.preprocess == pre and b.embed_dim == 512 and b.weights == path.name
+    b = load_backbone(f"file:{ckpt}", layer="layer3")  # hooks work: it is a real torchvision module
+    assert b.embed_dim == 256
+
+
+def test_file_torchscript_is_refused(tmp_path):
+    """TorchScript runs its own code at load and forward; tests/hostile/test_model_files.py has
+    the malicious versions."""
+    small = build_classifier("squeezenet1_1", None)
+    path = tmp_path / "small.pt"
+    torch.jit.save(torch.jit.script(small), str(path))
+    with pytest.raises(ValueError, match=r"is a TorchScript archive, which linprobe refuses.*torch\.save\("):
+        load_backbone(f"file:{path}", image_size=32)
 
 
 def test_file_bad_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.pth"
     torch.save({"weights": torch.zeros(3)}, path)
-    with pytest.raises(ValueError, match="must be a dict with 'arch'"):
+    with pytest.raises(ValueError, match=r"must be a dict with 'arch'.*missing \['arch', 'state_dict'\]"):
         load_backbone(f"file:{path}")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="neither a TorchScript module nor a checkpoint"):
+    with pytest.raises(ValueError, match="is a text file, not a model file"):
         load_backbone(f"file:{junk}")
 
 
@@ -146,21 +152,16 @@ def test_pretrained_vit_at_another_image_size_interpolates_positions(tmp_path, m
         assert b.model(torch.randn(1, 3, 64, 64)).shape == (1, 768)
 
 
-def test_file_exported_program(tmp_path):
+def test_file_exported_program_is_refused(tmp_path):
+    """torch.export.load unpickles weights with weights_only=False."""
     small = build_classifier("squeezenet1_1", None)
-    x = torch.randn(2, 3, 32, 32)
     path = tmp_path / "small.pt2"
-    batch = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}  # any batch size at extraction
-    torch.export.save(torch.export.export(small, (x,), dynamic_shapes=batch), str(path))
-    b = load_backbone(f"file:{path}", image_size=32)
-    with torch.inference_mode():
-        assert torch.allclose(b.model(x), small(x), atol=1e-5)
-    assert b.embed_dim == 1000
-
-
-def test_file_module_that_cannot_take_the_input_is_a_clear_error(tmp_path):
-    small = build_classifier("squeezenet1_1", None)
-    path = tmp_path / "static.pt2"
-    torch.export.save(torch.export.export(small, (torch.randn(2, 3, 32, 32),)), str(path))  # batch fixed at 2
-    with pytest.raises(ValueError, match=r"failed on a \(1, 3, 32, 32\) input.*batch dimension is dynamic"):
+    batch = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}
+    torch.export.save(torch.export.export(small, (torch.randn(2, 3, 32, 32),), dynamic_shapes=batch), str(path))
+    with pytest.raises(ValueError, match=r"is a torch\.export archive \(\.pt2\), which linprobe refuses"):
         load_backbone(f"file:{path}", image_size=32)
+
+
+def test_layer_that_cannot_take_the_input_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"failed on a \(1, 3, 16, 16\) input.*'image_size' parameter"):
+        load_backbone("torchvision:squeezenet1_1:none", image_size=16, layer="features.12")

@@ -1,108 +1,265 @@
-"""``file:<path>``: a TorchScript module, a ``torch.export`` program (``.pt2``), or a checkpoint
-dict naming a known architecture.
+"""``file:<path>``: weights for a torchvision architecture, read without running code from the file.
 
-Exported programs must be exported with a dynamic batch dimension (``torch.export.Dim``).
-Checkpoints are read with ``torch.load(weights_only=True)``: no arbitrary pickled code runs. A
-checkpoint is ``{"arch": "<spec of a known family>", "state_dict": {...}}`` with optional
-``"num_classes"`` (default 1000) and ``"preprocess"`` (a Preprocess dict).
+Accepted (the format is decided from the bytes, before anything is loaded):
+
+- a ``torch.save`` checkpoint (zip or legacy pickle) ``{"arch": "torchvision:<model>[:none]",
+  "state_dict": {...}, "num_classes"?: int, "preprocess"?: Preprocess dict}``, read with
+  ``torch.load(weights_only=True)``, whose restricted unpickler builds only tensors and plain
+  containers;
+- a safetensors file (the state dict) whose string metadata holds ``arch``, optionally
+  ``num_classes`` (decimal) and ``preprocess`` (JSON).
+
+Refused: TorchScript archives (their code runs at load and at every forward, with any op, e.g.
+``torch.from_file(..., shared=True)`` creates files) and ``torch.export`` archives
+(``torch.export.load`` unpickles weights with ``weights_only=False``). Everything read is checked
+before use; each refusal names the file, the reason and how to convert the model.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import warnings
+import re
+import struct
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from linprobe.features.backbones.preprocess import Preprocess
-from linprobe.features.backbones.types import LoadedNet, freeze
 
-# Used when a TorchScript file carries no preprocessing: the common ImageNet recipe.
-DEFAULT_PREPROCESS = Preprocess(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
-PREPROCESS_EXTRA = "preprocess.json"  # optional TorchScript extra file holding Preprocess.to_dict()
+HOW_TO_CONVERT = (
+    "Convert it in an environment that trusts the model: torch.save({'arch': "
+    "'torchvision:resnet18:none', 'state_dict': model.state_dict()}, 'model.pth'), or "
+    "safetensors.torch.save_file(model.state_dict(), 'model.safetensors', "
+    "metadata={'arch': 'torchvision:resnet18:none'}) (add 'num_classes' when the head is not "
+    "1000-way, and 'preprocess' for non-ImageNet preprocessing)."
+)
+# A torchvision spec and nothing else: no 'file:' inside a file, no shell or path characters.
+ARCH_PATTERN = re.compile(r"torchvision:[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?")
+MAX_NUM_CLASSES = 100_000  # ImageNet-21k has 21,843; a larger head is a memory bomb, not a model
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+_PICKLE_PROTOCOLS = (2, 3, 4, 5)  # torch.save writes protocol 2 (legacy) or a zip
 
 
-def _no_split(net: nn.Module) -> tuple[nn.Module, None, int]:
-    return net, None, 0  # embed_dim found by a dry run in the registry
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model file's validated content: which architecture, and the weights for it."""
+
+    path: str
+    arch: str  # 'torchvision:<model>[:<weights>]' (the weights part is ignored)
+    state_dict: dict[str, torch.Tensor]
+    num_classes: int
+    preprocess: Preprocess | None
 
 
-def read_checkpoint(path: str) -> Any:
-    """torch.load with weights_only=True, errors naming the file."""
+def _refuse(path: str, what: str, why: str) -> ValueError:
+    return ValueError(f"Backbone file {path!r} {what}: {why} {HOW_TO_CONVERT}")
+
+
+def _zip_kind(path: str) -> str:
+    """'checkpoint' for a torch.save zip; refuses TorchScript, torch.export and other zips."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise _refuse(path, "is a truncated or damaged zip archive", f"{err}; save it again.") from err
+    # torch archives put every member under one top folder: '<name>/data.pkl'.
+    inner = {name.split("/", 1)[-1] for name in names}
+    if "constants.pkl" in inner or any(n.startswith("code/") for n in inner):
+        raise _refuse(
+            path, "is a TorchScript archive, which linprobe refuses to load",
+            "TorchScript code runs when the file is loaded and on every forward, and can call any "
+            "operator (e.g. write files), so it cannot be loaded safely.",
+        )
+    if "archive_format" in inner or any(n.startswith("models/") for n in inner):
+        raise _refuse(
+            path, "is a torch.export archive (.pt2), which linprobe refuses to load",
+            "torch.export.load unpickles parts of it with weights_only=False, which can run "
+            "any code.",
+        )
+    if "data.pkl" not in inner:
+        shown = ", ".join(sorted(names)[:5]) or "no members"
+        raise _refuse(path, "is a zip archive but not a torch.save checkpoint",
+                      f"it holds {shown}; linprobe reads torch.save checkpoints and safetensors files.")
+    return "checkpoint"
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header starting with '{'."""
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= min(size - 8, _SAFETENSORS_MAX_HEADER) and head[8:9] == b"{"
+
+
+def _describe(head: bytes) -> str:
+    """A few words on what an unrecognised file looks like, for the error message."""
+    if not head:
+        return "is empty (0 bytes)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"is not a model file linprobe knows (it starts with bytes {head[:8].hex(' ')})"
+    return f"is a text file, not a model file (it starts with {text[:40]!r})"
+
+
+def detect_format(path: str) -> str:
+    """'checkpoint' (torch.save zip or pickle) or 'safetensors', from the file's bytes alone.
+
+    Raises ValueError for every other format (TorchScript, torch.export, unknown).
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    # Safetensors first: its strict header cannot start with 'PK', while a zip signature
+    # (zipfile.is_zipfile looks near the end) can occur inside tensor data.
+    if _is_safetensors(head, size):
+        return "safetensors"
+    if head.startswith(b"PK"):  # torch.load also decides 'zip' from the first bytes
+        return _zip_kind(path)
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
+        return "checkpoint"  # a legacy torch.save file; torch.load(weights_only=True) reads it
+    raise _refuse(path, _describe(head), "linprobe reads torch.save checkpoints and safetensors files.")
+
+
+def unpickle_reason(err: Exception) -> str:
+    """The useful line of torch's weights_only error (without its advice to allow-list globals)."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    reason = found.group(1) if found else text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return reason.split(". Please use")[0].split(" was not an allowed global")[0]
+
+
+def _read_torch(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(
-            f"Backbone file {path!r} is neither a TorchScript module nor a checkpoint that loads "
-            f"with torch.load(weights_only=True): {err}. Save a TorchScript module "
-            "(torch.jit.save) or a dict {'arch': 'torchvision:resnet18:none', 'state_dict': ...}."
+    except Exception as err:  # a hostile or damaged pickle can fail in any way: all mean "unreadable"
+        raise _refuse(
+            path, "could not be read with torch.load(weights_only=True)",
+            f"it is damaged, or holds Python objects other than tensors and plain containers, "
+            f"which linprobe refuses to load ({unpickle_reason(err)}).",
         ) from err
 
 
-class _Exported(nn.Module):
-    """Holds a ``torch.export`` module, whose train()/eval() raise: it was exported in eval mode,
-    so switching modes is skipped rather than forwarded."""
+def _read_safetensors(path: str) -> dict[str, Any]:
+    """The checkpoint dict of a safetensors file: its tensors plus its metadata's fields."""
+    from safetensors import safe_open
 
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def train(self, mode: bool = True) -> "_Exported":
-        self.training = mode
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
-
-
-def _load_program(path: str) -> tuple[nn.Module | None, Preprocess]:
-    """A TorchScript module or exported program with its preprocessing; (None, default) otherwise."""
-    if path.endswith(".pt2"):
-        program = torch.export.load(path)
-        return _Exported(program.module()), DEFAULT_PREPROCESS
-    extra = {PREPROCESS_EXTRA: ""}
     try:
-        with warnings.catch_warnings():
-            # TorchScript is deprecated upstream but still the common way models are shipped.
-            warnings.simplefilter("ignore", FutureWarning)
-            net = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    except RuntimeError:
-        return None, DEFAULT_PREPROCESS
-    text = extra[PREPROCESS_EXTRA]
-    return net, Preprocess.from_dict(json.loads(text)) if text else DEFAULT_PREPROCESS
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # the library's errors (SafetensorError, OSError, ...) all mean damaged
+        raise _refuse(path, "is a damaged safetensors file", f"{err}; save it again.") from err
+    ckpt: dict[str, Any] = {"state_dict": tensors}
+    if "arch" in meta:
+        ckpt["arch"] = meta["arch"]
+    if "num_classes" in meta:
+        text = meta["num_classes"]
+        ckpt["num_classes"] = int(text) if text.isdigit() else text
+    if "preprocess" in meta:
+        try:
+            ckpt["preprocess"] = json.loads(meta["preprocess"])
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"Backbone file {path!r}: metadata 'preprocess' must be a JSON object with "
+                f"resize, crop, mean, std, interpolation. Got invalid JSON ({err})."
+            ) from err
+    return ckpt
 
 
-def load_file(path: str, *, image_size: int | None = None) -> tuple[LoadedNet | None, dict | None]:
-    """(LoadedNet, None) for TorchScript; (None, checkpoint dict) for an arch checkpoint.
+def _check_arch(path: str, arch: Any) -> str:
+    if isinstance(arch, str) and arch.startswith("file:"):
+        raise ValueError(
+            f"Backbone file {path!r}: 'arch' must name a built-in architecture, not another file. "
+            f"Got {arch[:200]!r}. Use e.g. 'torchvision:resnet18:none'."
+        )
+    if not isinstance(arch, str) or not ARCH_PATTERN.fullmatch(arch):
+        raise ValueError(
+            f"Backbone file {path!r}: 'arch' must be a torchvision spec such as "
+            f"'torchvision:resnet18:none' (letters, digits, '_'). Got {str(arch)[:200]!r} instead."
+        )
+    return arch
 
-    The registry builds the named architecture for a checkpoint and loads its state dict.
+
+def _check_state_dict(path: str, state: Any) -> dict[str, torch.Tensor]:
+    if not isinstance(state, Mapping) or not state:
+        raise ValueError(
+            f"Backbone file {path!r}: 'state_dict' must be a non-empty dict of tensors "
+            f"(model.state_dict()). Got {type(state).__name__} instead."
+        )
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"Backbone file {path!r}: 'state_dict' entry {str(key)[:100]!r} must be a tensor "
+                f"under a str key. Got {type(value).__name__} instead."
+            )
+        if value.layout != torch.strided or value.device.type != "cpu":
+            raise ValueError(
+                f"Backbone file {path!r}: 'state_dict' entry {key!r} must be a dense CPU tensor. "
+                f"Got layout {value.layout}, device {value.device.type}."
+            )
+    return dict(state)
+
+
+def _check_num_classes(path: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUM_CLASSES:
+        raise ValueError(
+            f"Backbone file {path!r}: 'num_classes' must be an int from 1 to {MAX_NUM_CLASSES} "
+            f"(the size of the model's final layer). Got {str(value)[:100]!r} instead."
+        )
+    return value
+
+
+def _check_preprocess(path: str, value: Any) -> Preprocess:
+    try:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"got {type(value).__name__}")
+        return Preprocess.from_dict(dict(value))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"Backbone file {path!r}: 'preprocess' must be a dict with resize, crop, mean, std, "
+            f"interpolation (Preprocess.to_dict()). It is not: {err}."
+        ) from err
+
+
+def validate(path: str, ckpt: Any) -> Checkpoint:
+    """Every field the registry uses, checked; errors name the file and the key."""
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(
+            f"Backbone file {path!r} must hold a dict with 'arch' and 'state_dict'. Got a "
+            f"{type(ckpt).__name__} instead. {HOW_TO_CONVERT}"
+        )
+    missing = [key for key in ("arch", "state_dict") if key not in ckpt]
+    if missing:
+        keys = sorted(str(k) for k in ckpt)[:10]
+        raise ValueError(
+            f"Backbone file {path!r} must be a dict with 'arch' (a spec such as "
+            f"'torchvision:resnet18:none') and 'state_dict'; missing {missing}. Got keys {keys}. "
+            f"{HOW_TO_CONVERT}"
+        )
+    return Checkpoint(
+        path=path,
+        arch=_check_arch(path, ckpt["arch"]),
+        state_dict=_check_state_dict(path, ckpt["state_dict"]),
+        num_classes=_check_num_classes(path, ckpt.get("num_classes", 1000)),
+        preprocess=_check_preprocess(path, ckpt["preprocess"]) if "preprocess" in ckpt else None,
+    )
+
+
+def load_file(path: str) -> Checkpoint:
+    """The validated checkpoint in ``path``; nothing from the file is run.
+
+    The registry builds ``arch`` and loads ``state_dict`` into it strictly.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Backbone file not found: {path!r} (from spec 'file:{path}'). Give the path of a "
-            "TorchScript module or a checkpoint saved with torch.save."
+            "checkpoint saved with torch.save or of a safetensors file."
         )
-    net, pre = _load_program(path)
-    if net is not None:
-        return (
-            LoadedNet(
-                spec=f"file:{os.path.abspath(path)}",
-                net=freeze(net),
-                preprocess=pre.with_image_size(image_size),
-                weights=os.path.basename(path),
-                split=_no_split,
-            ),
-            None,
-        )
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
-        keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(
-            f"Backbone checkpoint {path!r} must be a dict with 'arch' (a backbone spec such as "
-            f"'torchvision:resnet18:none') and 'state_dict'. Got {keys} instead."
-        )
-    return None, ckpt
+    if detect_format(path) == "safetensors":
+        return validate(path, _read_safetensors(path))
+    return validate(path, _read_torch(path))

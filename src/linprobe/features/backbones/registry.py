@@ -12,7 +12,6 @@ import torch
 
 from linprobe.features.backbones import file_, lite, timm_, torchvision_
 from linprobe.features.backbones.layers import LayerEmbedding
-from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.backbones.suggest import suggest
 from linprobe.features.backbones.types import (
     Backbone,
@@ -59,31 +58,29 @@ def _load_net(spec: str, image_size: int | None, offline: bool) -> LoadedNet:
         return torchvision_.load_torchvision(model, weights, image_size=image_size, offline=offline)
     if family == "timm":
         return timm_.load_timm(model, weights, image_size=image_size, offline=offline)
-    loaded, ckpt = file_.load_file(model, image_size=image_size)
-    if loaded is not None:
-        return loaded
-    return _load_checkpoint(model, ckpt, image_size)
+    return _load_checkpoint(file_.load_file(model), image_size)
 
 
-def _load_checkpoint(path: str, ckpt: dict, image_size: int | None) -> LoadedNet:
+def _load_checkpoint(ckpt: file_.Checkpoint, image_size: int | None) -> LoadedNet:
     """A torchvision architecture (random init) with the checkpoint's state dict loaded strictly."""
-    family, arch, _ = parse_spec(str(ckpt["arch"]))
-    if family != "torchvision":
-        raise ValueError(
-            f"Checkpoint {path!r}: 'arch' must be a torchvision spec (e.g. 'torchvision:resnet18'). "
-            f"Got {ckpt['arch']!r} instead; save other models as TorchScript."
-        )
-    loaded = torchvision_.load_torchvision(
-        arch, "none", image_size=image_size, num_classes=int(ckpt.get("num_classes", 1000))
-    )
+    _, arch, _ = parse_spec(ckpt.arch)  # file_ checked it is a torchvision spec
     try:
-        loaded.net.load_state_dict(ckpt["state_dict"], strict=True)
+        loaded = torchvision_.load_torchvision(
+            arch, "none", image_size=image_size, num_classes=ckpt.num_classes
+        )
+    except UnknownBackboneError as err:
+        raise UnknownBackboneError(f"Backbone file {ckpt.path!r}: 'arch': {err}") from err
+    try:
+        loaded.net.load_state_dict(ckpt.state_dict, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"Checkpoint {path!r} does not fit architecture {ckpt['arch']!r}: {err}") from err
-    if "preprocess" in ckpt:
-        loaded.preprocess = Preprocess.from_dict(ckpt["preprocess"]).with_image_size(image_size)
-    loaded.spec = f"file:{os.path.abspath(path)}"
-    loaded.weights = os.path.basename(path)
+        raise ValueError(
+            f"Backbone file {ckpt.path!r}: 'state_dict' does not fit 'arch' {ckpt.arch!r} with "
+            f"{ckpt.num_classes} classes (set 'num_classes' if the head differs): {err}"
+        ) from err
+    if ckpt.preprocess is not None:
+        loaded.preprocess = ckpt.preprocess.with_image_size(image_size)
+    loaded.spec = f"file:{os.path.abspath(ckpt.path)}"
+    loaded.weights = os.path.basename(ckpt.path)
     return loaded
 
 
@@ -95,8 +92,7 @@ def _probe_dim(spec: str, model: torch.nn.Module, crop: int) -> int:
     except Exception as err:  # any failure here means the module cannot embed such images
         raise ValueError(
             f"Backbone {spec!r} failed on a (1, 3, {crop}, {crop}) input: {err}. Check the model's "
-            "expected input size (the 'image_size' parameter) and, for exported programs, that the "
-            "batch dimension is dynamic."
+            "expected input size (the 'image_size' parameter)."
         ) from err
 
 
@@ -122,11 +118,6 @@ def load_backbone(
         trunk, head, dim = loaded.split(loaded.net)
         model = freeze(EmbeddingModel(trunk))
     else:
-        if isinstance(loaded.net, torch.jit.ScriptModule):
-            raise ValueError(
-                f"The 'layer' parameter is not supported for TorchScript backbones ({spec!r}): "
-                "forward hooks cannot be attached. Use layer=None, or save a checkpoint instead."
-            )
         model, head, dim = freeze(LayerEmbedding(loaded.net, layer, loaded.channels_last)), None, 0
     if not dim:
         dim = _probe_dim(loaded.spec, model, loaded.preprocess.crop)

@@ -7,6 +7,9 @@ The embedding is the input of the model's final classification layer: that layer
 from __future__ import annotations
 
 import os
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -14,6 +17,7 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from linprobe.features.backbones.file_ import unpickle_reason
 from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.backbones.suggest import suggest
 from linprobe.features.backbones.types import (
@@ -101,16 +105,44 @@ def _build_kwargs(
     return kwargs
 
 
+@contextmanager
+def _weights_only_load(weights: WeightsEnum | None) -> Iterator[None]:
+    """torchvision reads weights through torch.hub, which calls torch.load(weights_only=False): a
+    file placed in the cache by hand could run code. TORCH_FORCE_WEIGHTS_ONLY_LOAD makes those
+    calls use the restricted unpickler (tensors and plain containers only)."""
+    saved = {key: os.environ.pop(key, None)
+             for key in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    except (pickle.UnpicklingError, EOFError) as err:
+        if weights is None:
+            raise
+        raise ValueError(
+            f"Weights file {weights_file(weights)!r} could not be read with "
+            f"torch.load(weights_only=True) ({unpickle_reason(err)}): it is damaged or is not the "
+            f"file torchvision publishes. Delete it and download {weights.url} again, or use "
+            "':none' for random init."
+        ) from err
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
+
+
 def build_classifier(
     model: str, weights: WeightsEnum | None, image_size: int | None = None, num_classes: int | None = None
 ) -> nn.Module:
     """The full torchvision classifier (B, 3, H, W) -> (B, num_classes), weights loaded, frozen."""
     kwargs = _build_kwargs(model, weights, image_size, num_classes)
     if not kwargs or weights is None:
-        return freeze(torchvision.models.get_model(model, weights=weights, **kwargs))
+        with _weights_only_load(weights):
+            return freeze(torchvision.models.get_model(model, weights=weights, **kwargs))
     # Size-dependent architectures with pretrained weights: build at the new size, then load.
     net = torchvision.models.get_model(model, weights=None, **kwargs)
-    state = weights.get_state_dict(progress=False, check_hash=False)
+    with _weights_only_load(weights):
+        state = weights.get_state_dict(progress=False, check_hash=False)
     if model.startswith("vit_"):
         from torchvision.models.vision_transformer import interpolate_embeddings
 
