@@ -30,8 +30,8 @@ from tests.hostile.harness import REPO, expect_error, expect_ok, run_cli
 
 BACKBONE = "torchvision:resnet18:none"
 FAST = ["--image-size", "32", "--workers", "0"]
-# Slow enough (batch 1, 96 px) that a test can pause the run while it writes its partial file.
-SLOW = ["--image-size", "96", "--workers", "0", "--batch-size", "1"]
+# Slow enough (batch 1, 64 px) that a test can pause the run while it writes its partial file.
+SLOW = ["--image-size", "64", "--workers", "0", "--batch-size", "1"]
 
 
 def extract(data: Path, out: Path, *extra: str) -> list[str]:
@@ -304,7 +304,7 @@ def test_stale_lock_of_a_killed_run_does_not_block(folder: Path, tmp_path: Path)
     first.kill()  # SIGKILL: no cleanup runs
     first.wait()
     assert _holds(lock, first.pid)(), "the killed run's lock file should still name it"
-    r = expect_ok(extract(folder, out, *SLOW))
+    r = expect_ok(extract(folder, out))
     assert "written" in r.out
     assert read_embeddings(out).embeddings.shape == (30, 512)
 

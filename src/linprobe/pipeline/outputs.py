@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
-import fcntl
 import json
 import os
 import shlex
@@ -245,12 +244,15 @@ def _check_replaceable(out: Output) -> None:
 
 
 def _immutable(path: Path) -> bool:
+    """Whether ``path`` has the immutable or append-only inode flag (Linux; False elsewhere)."""
     try:
+        import fcntl
+
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
+    except (ImportError, OSError):
         return False
     try:
-        flags = array.array("l", [0])
+        flags = array.array("i", [0])
         fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
         return bool(flags[0] & _FS_NOREPLACE_FL)
     except OSError:  # a filesystem without inode flags
