@@ -121,6 +121,12 @@ def read_embeddings(path: str | Path, *, load_embeddings: bool = True) -> Embedd
     )
 
 
+def partial_path(path: str | Path) -> Path:
+    """Where the writer of ``path`` streams its rows until the file is complete."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
 def _log(msg: str) -> None:
     print(f"linprobe: {msg}", file=sys.stderr, flush=True)
 
@@ -150,7 +156,7 @@ class EmbeddingWriter:
         chunk_rows: int = 256,
     ) -> None:
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial = partial_path(self.path)
         self.ids, self.labels, self.split = list(ids), np.asarray(labels), np.asarray(split)
         self.n, self.embed_dim = len(self.ids), int(embed_dim)
         self.path.parent.mkdir(parents=True, exist_ok=True)

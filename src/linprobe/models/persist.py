@@ -20,12 +20,37 @@ import numpy as np
 PREDICTION_HEADER = ("id", "actual", "predicted", "score")
 
 
+def run_artifacts(out_dir: str | Path, backbone: str, probe: str) -> dict[str, Path]:
+    """The files one train run writes under ``out_dir``, by kind (the metrics file last)."""
+    out_dir = Path(out_dir)
+    return {"probe": out_dir / "probes" / backbone / f"{probe}.joblib",
+            "predictions": out_dir / "predictions" / backbone / f"{probe}.csv",
+            "scores": out_dir / "predictions" / backbone / f"{probe}.scores.npy",
+            "metrics": out_dir / "metrics" / backbone / f"{probe}.json"}
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | Path, write: Callable[[IO[Any]], None], mode: str) -> Path:
     """Run ``write(fileobj)`` on a temp file beside ``path`` and rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; the artifact gets the mode of any new file (0666 less the umask).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})) as f:
             write(f)
             f.flush()

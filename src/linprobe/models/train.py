@@ -31,7 +31,7 @@ from linprobe.features.store import TASKS, EmbeddingSet, read_embeddings
 from . import metrics as M
 from .fewshot import few_shot_curve
 from .options import resolve_options
-from .persist import PREDICTION_HEADER, dump_model, save_array, write_csv, write_json
+from .persist import PREDICTION_HEADER, dump_model, run_artifacts, save_array, write_csv, write_json
 from .probes import ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform
 from .selection import SCORERS, Selection, select
 from .uncertainty import bootstrap_ci
@@ -214,9 +214,9 @@ def _write(out_dir: Path, backbone: str, probe: str, model, result: dict, es: Em
     else:
         rows = zip(ids, names[y], names[pred], scores[np.arange(len(pred)), pred])
     rows = ((i, a, p, f"{float(s):.6g}") for i, a, p, s in rows)
-    dump_model(out_dir / "probes" / backbone / f"{probe}.joblib", model)
-    write_csv(out_dir / "predictions" / backbone / f"{probe}.csv",
-              PREDICTION_HEADER, rows)
-    save_array(out_dir / "predictions" / backbone / f"{probe}.scores.npy", scores)
+    paths = run_artifacts(out_dir, backbone, probe)
+    dump_model(paths["probe"], model)
+    write_csv(paths["predictions"], PREDICTION_HEADER, rows)
+    save_array(paths["scores"], scores)
     # The metrics file goes last: its presence means the other artifacts are complete.
-    write_json(out_dir / "metrics" / backbone / f"{probe}.json", result)
+    write_json(paths["metrics"], result)

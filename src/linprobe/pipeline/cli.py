@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from linprobe.pipeline.outputs import claim_outputs
 from linprobe.pipeline.params import DEVICES, ON_ERROR, PRECISIONS, ParamsError, load_params
 
 
@@ -39,6 +40,11 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if (args.params is None) != (args.name is None):
         raise ParamsError("--params and --name go together: the backbone's entry is "
                           "backbones.<name> in the params file")
+    with claim_outputs("extract", args):
+        _extract(args)
+
+
+def _extract(args: argparse.Namespace) -> None:
     from linprobe.features.extract import extract_embeddings
 
     layer = args.layer
@@ -59,6 +65,11 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    with claim_outputs("train", args):
+        _train(args)
+
+
+def _train(args: argparse.Namespace) -> None:
     from linprobe.models.train import train_probe
 
     options: dict = {}
@@ -79,6 +90,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    with claim_outputs("report", args):
+        _report(args)
+
+
+def _report(args: argparse.Namespace) -> None:
     from linprobe.reports.build import build_report, write_learning_curves
 
     out = build_report(args.artifacts, args.out, params_file=args.params)

@@ -22,6 +22,10 @@ from linprobe.reports import sections
 from linprobe.reports.collect import load_backbone_attrs, load_runs
 
 _TEMPLATES = Path(__file__).parent / "templates"
+# Every report carries <meta name="generator" content="linprobe X.Y.Z">: how linprobe recognises
+# a file it may replace (pipeline/outputs.py).
+GENERATOR = "linprobe"
+LEARNING_CURVE_HEADER = ("k", "mean", "std")
 
 
 def _git_revision(where: Path) -> str | None:
@@ -86,7 +90,7 @@ def write_learning_curves(artifacts: str | Path, out_dir: str | Path) -> list[Pa
         for c in lc["curves"]:
             std = c["std"] if c["std"] is not None else [""] * len(c["k"])
             written.append(write_csv(out_dir / f"{c['label']}-{lc['probe']}.csv",
-                                     ["k", "mean", "std"], zip(c["k"], c["mean"], std)))
+                                     LEARNING_CURVE_HEADER, zip(c["k"], c["mean"], std)))
     for stale in set(out_dir.glob("*.csv")) - set(written):
         stale.unlink()
     return written
@@ -145,6 +149,7 @@ def build_report(
     board = sections.leaderboard(runs, attrs)
     context = {
         "title": "linprobe report",
+        "generator": f"{GENERATOR} {__version__}",
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "artifacts": str(artifacts.resolve()),
         "git_revision": _git_revision(artifacts.resolve()),
