@@ -1,4 +1,5 @@
-"""The loading side of extraction: files -> (B, crop, crop, 3) uint8 batches.
+"""The loading side of extraction: files -> (B, crop, crop, 3) uint8 batches (centre-cropped,
+letterboxed or stretched: ``Preprocess.resize_mode``).
 
 An item of :class:`DecodedBatches` is a whole batch, decoded straight into one preallocated
 tensor (no per-image tensors to collate: the DataLoader runs with ``batch_size=None``). Batches
@@ -38,11 +39,34 @@ from linprobe.features.images import ImageDecodeError, open_rgb
 
 
 def to_input(
-    image: np.ndarray, resize: int, crop: int, interpolation: str = "bilinear"
+    image: np.ndarray,
+    resize: int,
+    crop: int,
+    interpolation: str = "bilinear",
+    *,
+    mode: str = "crop",
+    fill: tuple[int, int, int] = (0, 0, 0),
 ) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (crop, crop, 3) uint8 view: short side to ``resize``, center crop."""
+    """(H, W, 3) uint8 -> (crop, crop, 3) uint8 (see ``RESIZE_MODES``). crop: short side to
+    ``resize``, centre crop; pad: long side to ``crop``, centred on a ``fill``-coloured square;
+    stretch: to crop x crop."""
     x = torch.from_numpy(image).permute(2, 0, 1)
-    x = F.resize(x, resize, interpolation=InterpolationMode(interpolation), antialias=True)
+    interp = InterpolationMode(interpolation)
+    if mode == "stretch":
+        return F.resize(x, [crop, crop], interpolation=interp, antialias=True).permute(1, 2, 0)
+    if mode == "pad":
+        h, w = image.shape[:2]
+        # Long side to crop; the short side keeps the aspect ratio (at least 1 px).
+        size = [crop, max(1, round(crop * w / h))] if h >= w else [max(1, round(crop * h / w)), crop]
+        x = F.resize(x, size, interpolation=interp, antialias=True)
+        out = torch.empty((crop, crop, 3), dtype=torch.uint8)
+        out[:] = torch.tensor(fill, dtype=torch.uint8)
+        top, left = (crop - size[0]) // 2, (crop - size[1]) // 2
+        out[top : top + size[0], left : left + size[1]] = x.permute(1, 2, 0)
+        return out
+    if mode != "crop":
+        raise ValueError(f"unknown resize mode {mode!r}; expected crop, pad or stretch")
+    x = F.resize(x, resize, interpolation=interp, antialias=True)
     # The uint8 antialias kernel returns channels-last strides: the HWC view is a cheap copy.
     return F.center_crop(x, [crop, crop]).permute(1, 2, 0)
 
@@ -85,6 +109,7 @@ class DecodedBatches(Dataset):
         worker processes)."""
         self.paths, self.batch_size = paths, batch_size
         self.resize, self.crop, self.interpolation = pre.resize, pre.crop, pre.interpolation
+        self.mode, self.fill = pre.resize_mode, pre.pad_colour
         self.pool, self.threads = pool, threads if pool is not None else 1
 
     def __len__(self) -> int:
@@ -107,7 +132,8 @@ class DecodedBatches(Dataset):
                     out[r] = 0
                     errors[r] = exc.reason
                     continue
-                out[r] = to_input(image, self.resize, self.crop, self.interpolation)
+                out[r] = to_input(image, self.resize, self.crop, self.interpolation,
+                                  mode=self.mode, fill=self.fill)
 
         if self.pool is None:
             decode(range(len(paths)))
