@@ -174,8 +174,8 @@ def extract_embeddings(
     from an interrupted run is resumed, a non-matching one discarded. ``resize``: how non-square
     images become square inputs, 'crop' (the weights' protocol), 'pad' (letterbox the whole image
     in the weights' mean colour) or 'stretch'; the centre crop's loss is measured either way
-    (``crop_loss`` attr) and a warning printed when cropping cuts many images. ``on_error='skip'`` leaves
-    unreadable images out (recorded in the ``skipped`` attr); ``'fail'`` raises naming the file.
+    (``crop_loss`` attr; see ``features.croploss``), with a warning when cropping cuts many
+    images. ``on_error='skip'`` leaves unreadable images out (recorded in the ``skipped`` attr); ``'fail'`` raises naming the file.
     ``seed`` seeds the split (when the data has none) and the weights of random-init backbones.
     ``num_workers=None`` picks a count for the cores and device (see default_num_workers).
     Returns ``Path(out)``.

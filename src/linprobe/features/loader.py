@@ -56,8 +56,9 @@ def to_input(
         return F.resize(x, [crop, crop], interpolation=interp, antialias=True).permute(1, 2, 0)
     if mode == "pad":
         h, w = image.shape[:2]
-        # Long side to crop; the short side keeps the aspect ratio (at least 1 px).
-        size = [crop, max(1, round(crop * w / h))] if h >= w else [max(1, round(crop * h / w)), crop]
+        # Long side to crop, the short side keeping the aspect ratio (at least 1 px); [h, w].
+        short = max(1, round(crop * min(h, w) / max(h, w)))
+        size = [crop, short] if h >= w else [short, crop]
         x = F.resize(x, size, interpolation=interp, antialias=True)
         out = torch.empty((crop, crop, 3), dtype=torch.uint8)
         out[:] = torch.tensor(fill, dtype=torch.uint8)

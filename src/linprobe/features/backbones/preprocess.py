@@ -82,7 +82,8 @@ class Preprocess:
     @property
     def pad_colour(self) -> tuple[int, int, int]:
         """uint8 RGB of the weights' mean: the letterbox colour, which normalises to zero."""
-        return tuple(min(255, max(0, round(m * 255))) for m in self.mean)  # type: ignore[return-value]
+        r, g, b = (min(255, max(0, round(m * 255))) for m in self.mean)
+        return r, g, b
 
     def with_image_size(self, image_size: int | None) -> "Preprocess":
         """Same normalisation, crop = ``image_size``, resize keeps the weights' resize/crop ratio."""
