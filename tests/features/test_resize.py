@@ -80,6 +80,23 @@ def test_extreme_aspect_ratios_give_full_inputs(size, mode):
     assert (x.numpy() == 77).any()  # the image itself is somewhere in the input
 
 
+@pytest.mark.parametrize("size", [(2000, 7), (7, 2000), (5000, 1)])
+def test_crop_of_a_strip_trims_first_with_the_same_result(size, monkeypatch):
+    """Strips are trimmed to their centre before the resize (a 1 x 100,000 px strip would
+    otherwise become 128 x 12.8M px); on a smooth strip the result equals the full resize."""
+    import linprobe.features.loader as loader
+
+    ramp = np.linspace(0, 255, max(size)).astype(np.uint8)
+    image = np.ascontiguousarray(np.broadcast_to(
+        (ramp[None, :] if size[0] > size[1] else ramp[:, None])[..., None], (size[1], size[0], 3)))
+    huge = np.zeros((1, 100_000, 3), np.uint8)
+    huge[:, 50_000] = 255  # the centre pixel must survive the trim
+    assert to_input(huge, 128, 112).max() > 0
+    trimmed = to_input(image, 128, 112)
+    monkeypatch.setattr(loader, "_STRIP_RATIO", 10**9)
+    assert (trimmed.int() - to_input(image, 128, 112).int()).abs().max() <= 1
+
+
 def test_decoded_batches_follow_the_mode(tmp_path):
     path = tmp_path / "wide.png"
     Image.fromarray(wide_strip(0, 1)).save(path)

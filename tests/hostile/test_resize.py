@@ -41,9 +41,10 @@ def _wide_folder(root: Path, per_class: int = 3) -> Path:
 
 
 def _extreme_folder(root: Path) -> Path:
-    """A 2-class folder of 1x500, 500x1, 1x1 and 2x900 RGB images (and one ordinary one)."""
+    """A 2-class folder of 1x500, 500x1, 1x1, 2x900 and 100000x1 RGB images (and an ordinary
+    one). Resized whole, the last would be a 32 x 3.2M px (300 MB) image before the crop."""
     rng = np.random.default_rng(0)
-    sizes = [(1, 500), (500, 1), (1, 1), (2, 900), (28, 28)]
+    sizes = [(1, 500), (500, 1), (1, 1), (2, 900), (100_000, 1), (28, 28)]
     for c in range(2):
         (root / f"c{c}").mkdir(parents=True)
         for k, (w, h) in enumerate(sizes):
@@ -99,10 +100,10 @@ def test_extreme_aspect_ratios_in_every_mode(tmp_path, mode):
     r = expect_ok([*EXTRACT, "--data", data, "--out", out, "--resize", mode, "--val-fraction",
                    "0", "--test-fraction", "0.2"], watch=[data])
     es = read_embeddings(out)
-    assert es.embeddings.shape == (10, 512) and np.isfinite(es.embeddings).all()
+    assert es.embeddings.shape == (12, 512) and np.isfinite(es.embeddings).all()
     assert es.attrs["preprocess"]["resize_mode"] == mode and es.attrs["skipped"] == []
-    assert es.attrs["crop_loss"]["measured"] == 10 and es.attrs["crop_loss"]["max"] > 0.99
-    # 8 of 10 images are strips: crop warns, the other modes keep whole images and stay quiet.
+    assert es.attrs["crop_loss"]["measured"] == 12 and es.attrs["crop_loss"]["max"] > 0.99
+    # 10 of 12 images are strips: crop warns, the other modes keep whole images and stay quiet.
     assert (WARNING in r.err) == (mode == "crop")
 
 

@@ -37,6 +37,8 @@ from torchvision.transforms import InterpolationMode
 from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.images import ImageDecodeError, open_rgb
 
+_STRIP_RATIO = 32  # crop mode: strips whose resized long side exceeds 32 crops are trimmed first
+
 
 def to_input(
     image: np.ndarray,
@@ -67,6 +69,15 @@ def to_input(
         return out
     if mode != "crop":
         raise ValueError(f"unknown resize mode {mode!r}; expected crop, pad or stretch")
+    h, w = image.shape[:2]
+    short, long = min(h, w), max(h, w)
+    if long * resize > _STRIP_RATIO * crop * short:
+        # A strip would be resized whole first (1 x 100,000 px -> 128 x 12.8M, 4.9 GB): keep only
+        # the centre the crop can see (4x its extent). The crop window may move by up to one
+        # source pixel; ordinary images never come here.
+        keep = min(long, math.ceil(4 * short * crop / resize) + 2)
+        off = (long - keep) // 2
+        x = x[:, off : off + keep] if h > w else x[:, :, off : off + keep]
     x = F.resize(x, resize, interpolation=interp, antialias=True)
     # The uint8 antialias kernel returns channels-last strides: the HWC view is a cheap copy.
     return F.center_crop(x, [crop, crop]).permute(1, 2, 0)
