@@ -1,9 +1,12 @@
 """Build the bundled multi-label demo: 2x2 mosaics of real Fashion-MNIST images.
 
     python data/make_fashion_mnist_mosaics.py          # writes data/fashion-mnist-mosaic/
+    python data/make_fashion_mnist_mosaics.py --layout 1x3 --out /tmp/wide   # 84x28 strips
 
 Each 56x56 mosaic holds 2 to 4 Fashion-MNIST items in its four 28x28 cells (empty cells stay
-black); its labels are the categories present. The manifest `manifest.csv` has columns
+black); its labels are the categories present. ``--layout 1x3`` makes wide 84x28 strips of 2 or
+3 items side by side instead, the set that shows what a centre crop cuts away (the end items)
+and `extract.resize: pad` keeps. The manifest `manifest.csv` has columns
 `path,labels,split` with `|`-joined labels, the multi-label manifest format that
 `linprobe extract --data` reads. Train and val mosaics use disjoint items of the original training
 set, test mosaics items of the original test set. Seeded: the same arguments give the same files.
@@ -22,15 +25,20 @@ from PIL import Image
 from linprobe.features.fashion_mnist import CLASSES, DEFAULT_ROOT, load_all
 
 
-def mosaic(images: np.ndarray, labels: np.ndarray, pool: list[int],
-           rng: np.random.Generator) -> tuple[np.ndarray, set[str]]:
-    """One (56, 56) uint8 mosaic from 2-4 items popped off `pool`, and its set of class names."""
-    canvas = np.zeros((56, 56), np.uint8)
-    cells = rng.permutation(4)[: rng.integers(2, 5)]
+LAYOUTS = {"2x2": (2, 2), "1x3": (1, 3)}  # rows x columns of 28x28 cells
+
+
+def mosaic(images: np.ndarray, labels: np.ndarray, pool: list[int], rng: np.random.Generator,
+           grid: tuple[int, int] = (2, 2)) -> tuple[np.ndarray, set[str]]:
+    """One (28 * rows, 28 * cols) uint8 mosaic from 2 to rows * cols items popped off `pool`,
+    and its set of class names."""
+    rows, cols = grid
+    canvas = np.zeros((28 * rows, 28 * cols), np.uint8)
+    cells = rng.permutation(rows * cols)[: rng.integers(2, rows * cols + 1)]
     present = set()
     for cell in cells:
         i = pool.pop()
-        r, c = divmod(int(cell), 2)
+        r, c = divmod(int(cell), cols)
         canvas[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = images[i]
         present.add(CLASSES[labels[i]])
     return canvas, present
@@ -44,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val", type=int, default=100, help="val mosaics")
     ap.add_argument("--test", type=int, default=200, help="test mosaics")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layout", choices=sorted(LAYOUTS), default="2x2",
+                    help="cells per image: 2x2 (56x56 mosaics) or 1x3 (84x28 wide strips)")
     args = ap.parse_args(argv)
 
     train_x, train_y, test_x, test_y = load_all(args.source)
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
                                        ("val", args.val, (train_x, train_y, train_pool)),
                                        ("test", args.test, (test_x, test_y, test_pool))]:
         for n in range(count):
-            img, present = mosaic(x, y, pool, rng)
+            img, present = mosaic(x, y, pool, rng, LAYOUTS[args.layout])
             rel = f"images/{split}-{n:04d}.png"
             Image.fromarray(img, mode="L").save(args.out / rel, optimize=True)
             rows.append({"path": rel, "labels": "|".join(sorted(present)), "split": split})

@@ -43,6 +43,7 @@ def test_defaults_fill_in():
     p = parse_params(base())
     assert p.extract.image_size is None and p.extract.batch_size == 64
     assert p.extract.device == "auto" and p.extract.on_error == "fail"
+    assert p.extract.resize == "crop"  # the weights' own evaluation protocol
     assert p.data.val_fraction == 0.1 and p.seed == 0
 
 
@@ -52,6 +53,7 @@ def test_defaults_fill_in():
     (lambda d: d["extract"].update(batch_size=True), "extract.batch_size must be an integer"),
     (lambda d: d["extract"].update(device="tpu"), "extract.device must be one of"),
     (lambda d: d["extract"].update(on_error="ignore"), "extract.on_error must be one of"),
+    (lambda d: d["extract"].update(resize="fit"), "extract.resize must be one of ['crop', 'pad'"),
     (lambda d: d["extract"].update(imagesize=3), "extract.imagesize is not a known setting"),
     (lambda d: d.update(backbones={}), "backbones is empty"),
     (lambda d: d.update(backbones={"a/b": {"spec": "x"}}), "backbones.a/b is not a valid"),

@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from linprobe.features.backbones.preprocess import RESIZE_MODES
+from linprobe.features.croploss import crop_loss_summary, crop_warning, read_sizes, sample_paths
 from linprobe.features.datasets import ImageDataset, load_dataset
 from linprobe.features.forward import (
     PRECISIONS,
@@ -129,7 +132,7 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _check_args(batch_size: int, num_workers: int | None, on_error: str) -> None:
+def _check_args(batch_size: int, num_workers: int | None, on_error: str, resize: str) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
             f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead."
@@ -143,6 +146,10 @@ def _check_args(batch_size: int, num_workers: int | None, on_error: str) -> None
         raise ValueError(
             f"The 'on_error' parameter must be one of {list(ON_ERROR)}. Got {on_error!r} instead."
         )
+    if resize not in RESIZE_MODES:
+        raise ValueError(
+            f"The 'resize' parameter must be one of {list(RESIZE_MODES)}. Got {resize!r} instead."
+        )
 
 
 def extract_embeddings(
@@ -151,6 +158,7 @@ def extract_embeddings(
     out: str | Path,
     *,
     image_size: int | None = None,
+    resize: str = "crop",
     batch_size: int = 64,
     device: str = "auto",
     num_workers: int | None = None,
@@ -165,19 +173,28 @@ def extract_embeddings(
     """Embed every image of ``data`` (folder or CSV manifest) with ``backbone``; write ``out``.
 
     Writes ``out + '.partial'`` batch by batch and renames it when done; a matching partial file
-    from an interrupted run is resumed, a non-matching one discarded. ``on_error='skip'`` leaves
-    unreadable images out (recorded in the ``skipped`` attr); ``'fail'`` raises naming the file.
+    from an interrupted run is resumed, a non-matching one discarded. ``resize``: how non-square
+    images become square inputs, 'crop' (the weights' protocol), 'pad' (letterbox the whole image
+    in the weights' mean colour) or 'stretch'; the centre crop's loss is measured either way
+    (``crop_loss`` attr; see ``features.croploss``), with a warning when cropping cuts many
+    images. ``on_error='skip'`` leaves unreadable images out (recorded in the ``skipped`` attr); ``'fail'`` raises naming the file.
     ``seed`` seeds the split (when the data has none) and the weights of random-init backbones.
     ``num_workers=None`` picks a count for the cores and device (see default_num_workers).
     Returns ``Path(out)``.
     """
-    _check_args(batch_size, num_workers, on_error)
+    _check_args(batch_size, num_workers, on_error, resize)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     ds = load_dataset(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     ds.scan.log()  # files left out, links reached twice, classes too small for val/test
     bb = seeded_backbone(backbone, image_size=image_size, layer=layer, seed=seed)
-    pre = bb.preprocess
+    pre = replace(bb.preprocess, resize_mode=resize)
+    # Measured (from headers) before any work, so a crop that cuts images is flagged at once.
+    crop_loss = crop_loss_summary(read_sizes(sample_paths(ds.paths())), pre.resize, pre.crop,
+                                  n_images=len(ds))
+    warning = crop_warning(crop_loss, resize)
+    if warning:
+        print(f"linprobe: warning: {warning}", file=sys.stderr)
     identity = {
         "format": _FORMAT,
         "backbone": bb.spec,
@@ -234,6 +251,7 @@ def extract_embeddings(
                 "seconds": seconds,
                 "images_per_s": done / seconds if seconds > 0 else 0.0,
                 "resumed_from": writer.start,
+                "crop_loss": crop_loss,
                 "versions": _versions(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }

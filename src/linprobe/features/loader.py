@@ -1,4 +1,5 @@
-"""The loading side of extraction: files -> (B, crop, crop, 3) uint8 batches.
+"""The loading side of extraction: files -> (B, crop, crop, 3) uint8 batches (centre-cropped,
+letterboxed or stretched: ``Preprocess.resize_mode``).
 
 An item of :class:`DecodedBatches` is a whole batch, decoded straight into one preallocated
 tensor (no per-image tensors to collate: the DataLoader runs with ``batch_size=None``). Batches
@@ -36,13 +37,48 @@ from torchvision.transforms import InterpolationMode
 from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.images import ImageDecodeError, open_rgb
 
+_STRIP_RATIO = 32  # crop mode: strips whose resized long side exceeds 32 crops are trimmed first
+
 
 def to_input(
-    image: np.ndarray, resize: int, crop: int, interpolation: str = "bilinear"
+    image: np.ndarray,
+    resize: int,
+    crop: int,
+    interpolation: str = "bilinear",
+    *,
+    mode: str = "crop",
+    fill: tuple[int, int, int] = (0, 0, 0),
 ) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (crop, crop, 3) uint8 view: short side to ``resize``, center crop."""
+    """(H, W, 3) uint8 -> (crop, crop, 3) uint8 (see ``RESIZE_MODES``). crop: short side to
+    ``resize``, centre crop; pad: long side to ``crop``, centred on a ``fill``-coloured square;
+    stretch: to crop x crop."""
     x = torch.from_numpy(image).permute(2, 0, 1)
-    x = F.resize(x, resize, interpolation=InterpolationMode(interpolation), antialias=True)
+    interp = InterpolationMode(interpolation)
+    if mode == "stretch":
+        return F.resize(x, [crop, crop], interpolation=interp, antialias=True).permute(1, 2, 0)
+    if mode == "pad":
+        h, w = image.shape[:2]
+        # Long side to crop, the short side keeping the aspect ratio (at least 1 px); [h, w].
+        short = max(1, round(crop * min(h, w) / max(h, w)))
+        size = [crop, short] if h >= w else [short, crop]
+        x = F.resize(x, size, interpolation=interp, antialias=True)
+        out = torch.empty((crop, crop, 3), dtype=torch.uint8)
+        out[:] = torch.tensor(fill, dtype=torch.uint8)
+        top, left = (crop - size[0]) // 2, (crop - size[1]) // 2
+        out[top : top + size[0], left : left + size[1]] = x.permute(1, 2, 0)
+        return out
+    if mode != "crop":
+        raise ValueError(f"unknown resize mode {mode!r}; expected crop, pad or stretch")
+    h, w = image.shape[:2]
+    short, long = min(h, w), max(h, w)
+    if long * resize > _STRIP_RATIO * crop * short:
+        # A strip would be resized whole first (1 x 100,000 px -> 128 x 12.8M, 4.9 GB): keep only
+        # the centre the crop can see (4x its extent). The crop window may move by up to one
+        # source pixel; ordinary images never come here.
+        keep = min(long, math.ceil(4 * short * crop / resize) + 2)
+        off = (long - keep) // 2
+        x = x[:, off : off + keep] if h > w else x[:, :, off : off + keep]
+    x = F.resize(x, resize, interpolation=interp, antialias=True)
     # The uint8 antialias kernel returns channels-last strides: the HWC view is a cheap copy.
     return F.center_crop(x, [crop, crop]).permute(1, 2, 0)
 
@@ -85,6 +121,7 @@ class DecodedBatches(Dataset):
         worker processes)."""
         self.paths, self.batch_size = paths, batch_size
         self.resize, self.crop, self.interpolation = pre.resize, pre.crop, pre.interpolation
+        self.mode, self.fill = pre.resize_mode, pre.pad_colour
         self.pool, self.threads = pool, threads if pool is not None else 1
 
     def __len__(self) -> int:
@@ -107,7 +144,8 @@ class DecodedBatches(Dataset):
                     out[r] = 0
                     errors[r] = exc.reason
                     continue
-                out[r] = to_input(image, self.resize, self.crop, self.interpolation)
+                out[r] = to_input(image, self.resize, self.crop, self.interpolation,
+                                  mode=self.mode, fill=self.fill)
 
         if self.pool is None:
             decode(range(len(paths)))

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from linprobe.pipeline.outputs import claim_outputs
-from linprobe.pipeline.params import DEVICES, ON_ERROR, PRECISIONS, ParamsError, load_params
+from linprobe.pipeline.params import (
+    DEVICES, ON_ERROR, PRECISIONS, RESIZE, ParamsError, load_params,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -56,7 +58,7 @@ def _extract(args: argparse.Namespace) -> None:
                               f"backbones: {', '.join(params.backbones)}")
         layer = layer or params.backbones[args.name].layer
     out = extract_embeddings(
-        args.backbone, args.data, args.out, image_size=args.image_size,
+        args.backbone, args.data, args.out, image_size=args.image_size, resize=args.resize,
         batch_size=args.batch_size, device=args.device, num_workers=args.workers,
         on_error=args.on_error, precision=args.precision, layer=layer,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
@@ -148,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, type=Path, help="output .h5 file")
     ex.add_argument("--image-size", type=_image_size, default=None,
                     help="input size in px (default: the weights' own)")
+    ex.add_argument("--resize", choices=RESIZE, default="crop",
+                    help="non-square images: centre crop (the weights' protocol), pad (letterbox "
+                         "the whole image) or stretch (default: crop)")
     ex.add_argument("--batch-size", type=_positive_int, default=64)
     ex.add_argument("--device", choices=DEVICES, default="auto")
     ex.add_argument("--precision", choices=PRECISIONS, default="auto")

@@ -16,6 +16,7 @@ import yaml
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 ON_ERROR = ("fail", "skip")
+RESIZE = ("crop", "pad", "stretch")  # = features.backbones.preprocess.RESIZE_MODES (no torch here)
 # Backbone names become file and DVC stage names (extract@<name>, train@<name>-<probe>).
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
 
@@ -35,6 +36,7 @@ class DataParams:
 @dataclass(frozen=True)
 class ExtractParams:
     image_size: int | None = None  # None: the size the weights were trained at
+    resize: str = "crop"           # crop | pad | stretch: how non-square images become square
     batch_size: int = 64
     device: str = "auto"
     precision: str = "auto"
@@ -122,9 +124,10 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         d.fail("data.val_fraction + data.test_fraction", "must be < 1 to leave training data")
 
     e = _Reader(source, top.get("extract", dict, {}), "extract")
-    e.reject_unknown({"image_size", "batch_size", "device", "precision", "on_error"})
+    e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error"})
     extract = ExtractParams(
         image_size=e.get("image_size", int, None, low=8, high=4096),
+        resize=e.get("resize", str, "crop", choices=RESIZE),
         batch_size=e.get("batch_size", int, 64, low=1, high=65536),
         device=e.get("device", str, "auto", choices=DEVICES),
         precision=e.get("precision", str, "auto", choices=PRECISIONS),

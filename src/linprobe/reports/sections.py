@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from linprobe.features.croploss import crop_warning
 from linprobe.features.store import SPLITS, EmbeddingSet
 from linprobe.models.uncertainty import bootstrap_ci, paired_bootstrap
 from linprobe.reports import figures, stats
@@ -122,9 +123,25 @@ def dataset_summary(
     fingerprints = {b: a.get("dataset_fingerprint") for b, a in attrs.items() if a}
     skipped = es.attrs.get("skipped") if isinstance(es.attrs.get("skipped"), list) else None
     return {"task": es.task, "n_classes": len(es.class_names), "classes": counts, "totals": totals,
-            "data_root": data_root, "skipped": skipped,
+            "data_root": data_root, "skipped": skipped, "crop": crop_loss_rows(attrs),
             "fingerprints_differ": len({str(v) for v in fingerprints.values()}) > 1,
             "fingerprints": fingerprints}
+
+
+def crop_loss_rows(attrs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backbone with a ``crop_loss`` attr: its resize mode, the summary numbers (fractions)
+    and the extraction warning (None unless the crop cut a notable share of the images)."""
+    rows = []
+    for name, a in attrs.items():
+        loss, pre = a.get("crop_loss"), a.get("preprocess")
+        keys = ("mean", "p90", "share_cut", "cut_threshold")
+        if not isinstance(loss, dict) or any(_num(loss.get(k)) is None for k in keys):
+            continue  # older file, or hand-edited: nothing trustworthy to show
+        mode = str(pre.get("resize_mode", "crop")) if isinstance(pre, dict) else "crop"
+        rows.append({"backbone": name, "mode": mode, **{k: float(loss[k]) for k in keys},
+                     "measured": loss.get("measured"), "n_images": loss.get("n_images"),
+                     "warning": crop_warning(loss, mode)})
+    return rows
 
 
 def embedding_views(name: str, es: EmbeddingSet, *, tsne_max: int, mmd_perm: int) -> dict[str, Any]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
+# How a non-square image becomes the square model input. crop: short side to ``resize``, centre
+# crop (the weights' own evaluation protocol); pad: long side to ``crop``, letterboxed with the
+# mean colour (keeps the whole image); stretch: straight to crop x crop (ignores aspect ratio).
+RESIZE_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
 
 
 @dataclass(frozen=True)
 class Preprocess:
     """Resize the shorter side to ``resize`` px, centre-crop ``crop`` px, normalise per channel.
 
-    The model input is then (3, crop, crop) float32.
+    ``resize_mode`` 'pad' / 'stretch' replace the first two steps (see RESIZE_MODES); ``resize``
+    is then unused. The model input is (3, crop, crop) float32 in every mode.
     """
 
     resize: int
@@ -19,6 +24,7 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    resize_mode: str = "crop"
 
     def __post_init__(self) -> None:
         for name in ("resize", "crop"):
@@ -36,6 +42,11 @@ class Preprocess:
             raise ValueError(
                 f"The 'interpolation' parameter of Preprocess must be one of {INTERPOLATIONS}. "
                 f"Got {self.interpolation!r} instead."
+            )
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(
+                f"The 'resize_mode' parameter of Preprocess must be one of {list(RESIZE_MODES)}. "
+                f"Got {self.resize_mode!r} instead."
             )
         for name in ("mean", "std"):
             value = getattr(self, name)
@@ -64,7 +75,15 @@ class Preprocess:
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
             interpolation=str(data["interpolation"]),
+            # Files written before the modes existed were all cropped.
+            resize_mode=str(data.get("resize_mode", "crop")),
         )
+
+    @property
+    def pad_colour(self) -> tuple[int, int, int]:
+        """uint8 RGB of the weights' mean: the letterbox colour, which normalises to zero."""
+        r, g, b = (min(255, max(0, round(m * 255))) for m in self.mean)
+        return r, g, b
 
     def with_image_size(self, image_size: int | None) -> "Preprocess":
         """Same normalisation, crop = ``image_size``, resize keeps the weights' resize/crop ratio."""
