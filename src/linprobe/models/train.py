@@ -30,7 +30,8 @@ from linprobe.features.store import TASKS, EmbeddingSet, read_embeddings
 from . import metrics as M
 from .fewshot import few_shot_curve
 from .options import resolve_options
-from .persist import PREDICTION_HEADER, dump_model, save_array, write_csv, write_json
+from . import persist
+from .persist import PREDICTION_HEADER
 from .probes import ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform
 from .selection import SCORERS, Selection, select
 from .uncertainty import bootstrap_ci
@@ -207,9 +208,14 @@ def _write(out_dir: Path, backbone: str, probe: str, model, result: dict, es: Em
     else:
         rows = zip(ids, names[y], names[pred], scores[np.arange(len(pred)), pred])
     rows = ((i, a, p, f"{float(s):.6g}") for i, a, p, s in rows)
-    dump_model(out_dir / "probes" / backbone / f"{probe}.joblib", model)
-    write_csv(out_dir / "predictions" / backbone / f"{probe}.csv",
-              PREDICTION_HEADER, rows)
-    save_array(out_dir / "predictions" / backbone / f"{probe}.scores.npy", scores)
-    # The metrics file goes last: its presence means the other artifacts are complete.
-    write_json(out_dir / "metrics" / backbone / f"{probe}.json", result)
+    def at(kind: str, suffix: str) -> Path:
+        return out_dir / kind / backbone / f"{probe}{suffix}"
+
+    # Staged together, renamed together: a failure (disk full) leaves the previous set whole.
+    persist.write_all({
+        at("probes", ".joblib"): persist.model(model),
+        at("predictions", ".csv"): persist.csv_rows(PREDICTION_HEADER, rows),
+        at("predictions", ".scores.npy"): persist.array(scores),
+        # The metrics file goes last: its presence means the other artifacts are complete.
+        at("metrics", ".json"): persist.json_data(result),
+    })

@@ -1,0 +1,119 @@
+"""Hostile embeddings files and failing disks (issue 9, items 5 and 10).
+
+`linprobe train` on HDF5 files made by another tool (odd types, missing parts, damaged bytes)
+must end with a clear error; extract/train on a full disk (a real, small tmpfs) must fail
+cleanly, keep the previous output, and complete on re-run (extract: by resuming, bit-identical).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from linprobe.features.store import read_embeddings
+from tests.hostile.harness import expect_error, expect_ok
+
+N, D = 30, 8
+
+
+def _good(f: h5py.File) -> None:
+    """A valid 3-class file: 18 train, 6 val, 6 test."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(N) % 3
+    f["embeddings"] = (rng.normal(size=(N, D)) + labels[:, None]).astype(np.float32)
+    f.create_dataset("ids", data=[f"img/{i}.png" for i in range(N)],
+                     dtype=h5py.string_dtype("utf-8"))
+    f["labels"] = labels.astype(np.int64)
+    f["split"] = np.repeat(np.array([0, 1, 2], np.uint8), [18, 6, 6])
+    f.attrs["class_names"] = 'json:["a", "b", "c"]'
+    f.attrs["task"] = "multiclass"
+
+
+def _replace(name: str, value: Callable[[], object]) -> Callable[[h5py.File], None]:
+    def edit(f: h5py.File) -> None:
+        del f[name]
+        f[name] = value()
+    return edit
+
+
+def _attr(name: str, value: object) -> Callable[[h5py.File], None]:
+    def edit(f: h5py.File) -> None:
+        if value is None:
+            del f.attrs[name]
+        else:
+            f.attrs[name] = value
+    return edit
+
+
+CASES = {
+    "missing_labels": (lambda f: f.__delitem__("labels"), [r"missing datasets \['labels'\]"]),
+    "embeddings_int64": (_replace("embeddings", lambda: np.ones((N, D), np.int64)),
+                         [r"'embeddings'", "float32", "int64"]),
+    "embeddings_float64": (_replace("embeddings", lambda: np.ones((N, D), np.float64)),
+                           [r"'embeddings'", "float32", "float64", "astype"]),
+    "embeddings_3d": (_replace("embeddings", lambda: np.ones((N, 2, 4), np.float32)),
+                      [r"'embeddings'", r"\(N, D\)", r"\(30, 2, 4\)"]),
+    "labels_strings": (_replace("labels", lambda: np.array([b"a", b"b", b"c"] * 10)),
+                       [r"'labels'", "integer", "class_names"]),
+    "labels_float": (_replace("labels", lambda: (np.arange(N) % 3).astype(np.float64)),
+                     [r"'labels'", "integer"]),
+    "split_out_of_range": (_replace("split", lambda: np.full(N, 5, np.uint8)),
+                           [r"'split'", r"0 \(train\), 1 \(val\), 2 \(test\)", "5"]),
+    "split_strings": (_replace("split", lambda: np.array([b"train"] * N)),
+                      [r"'split'", "integer"]),
+    "ids_ints": (_replace("ids", lambda: np.arange(N)), [r"'ids'", "strings"]),
+    "lengths_differ": (_replace("labels", lambda: np.zeros(N - 1, np.int64)),
+                       [r"'labels'", "29", "30"]),
+    "class_names_missing": (_attr("class_names", None), ["class_names"]),
+    "class_names_garbage_json": (_attr("class_names", "json:[not json"),
+                                 [r"attribute 'class_names'", "json"]),
+    "class_names_not_a_list": (_attr("class_names", 7), [r"'class_names'", "list of strings"]),
+    "class_names_too_short": (_attr("class_names", 'json:["a", "b"]'),
+                              [r"'labels'", r"\[0, 1\]", "2 classes"]),
+    "task_garbage": (_attr("task", "json:{}"), [r"'task'", "multiclass"]),
+    "embeddings_is_a_group": (lambda f: (f.__delitem__("embeddings"),
+                                         f.create_group("embeddings")),
+                              [r"'embeddings'", "dataset"]),
+    "embeddings_nan": (_replace("embeddings", lambda: np.full((N, D), np.nan, np.float32)),
+                       ["NaN"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_train_refuses_odd_hdf5(tmp_path, case):
+    edit, match = CASES[case]
+    h5 = tmp_path / "other.h5"
+    with h5py.File(h5, "w") as f:
+        _good(f)
+        edit(f)
+    expect_error(["train", "--embeddings", h5, "--probe", "logreg", "--out-dir", tmp_path / "a"],
+                 [str(h5), *match], watch=[tmp_path])
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_good_file_trains(tmp_path):
+    """The base of every case above is valid: each case fails for its own defect only."""
+    h5 = tmp_path / "other.h5"
+    with h5py.File(h5, "w") as f:
+        _good(f)
+    expect_ok(["train", "--embeddings", h5, "--probe", "logreg", "--out-dir", tmp_path / "a"])
+
+
+@pytest.mark.parametrize("content", ["text", "empty", "truncated"])
+def test_train_refuses_damaged_files(tmp_path, content):
+    h5 = tmp_path / "other.h5"
+    if content == "text":
+        h5.write_text("id,label\nx.png,cat\n")
+    elif content == "empty":
+        h5.write_bytes(b"")
+    else:
+        with h5py.File(h5, "w") as f:
+            _good(f)
+        h5.write_bytes(h5.read_bytes()[: h5.stat().st_size * 2 // 3])
+    expect_error(["train", "--embeddings", h5, "--probe", "logreg", "--out-dir", tmp_path / "a"],
+                 [str(h5), "HDF5", "re-run"], watch=[tmp_path])
