@@ -117,3 +117,89 @@ def test_train_refuses_damaged_files(tmp_path, content):
         h5.write_bytes(h5.read_bytes()[: h5.stat().st_size * 2 // 3])
     expect_error(["train", "--embeddings", h5, "--probe", "logreg", "--out-dir", tmp_path / "a"],
                  [str(h5), "HDF5", "re-run"], watch=[tmp_path])
+
+
+# -- a real full disk: a small tmpfs (root only; CI runs as root) ---------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs at tmp_path/disk; ``resize(bytes)`` remounts it with another size."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+
+    try:
+        yield mnt, resize
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _used(mnt: Path) -> int:
+    import os
+
+    st = os.statvfs(mnt)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+EXTRACT = ["--backbone", "torchvision:resnet18:none", "--image-size", "64", "--batch-size", "4",
+           "--device", "cpu", "--workers", "0"]
+
+
+def test_extract_on_a_full_disk_fails_cleanly_and_resumes_bit_identical(tmp_path, small_disk):
+    from tests.features.imagedata import write_folder
+
+    mnt, resize = small_disk
+    data = write_folder(tmp_path / "fm", per_class=16, classes=3)  # 48 images, 12 batches
+    ref = tmp_path / "ref.h5"
+    expect_ok(["extract", *EXTRACT, "--data", data, "--out", ref])
+    out = mnt / "bb.h5"
+    # The previous complete output (another image size), which a failed run must not touch.
+    expect_ok(["extract", *EXTRACT[:2], "--image-size", "32", *EXTRACT[4:], "--data", data,
+               "--out", out])
+    resize(_used(mnt) + 48 * 1024)  # room for about half of the new partial file
+    expect_error(["extract", *EXTRACT, "--data", data, "--out", out],
+                 [r"no space left on device while writing .*bb\.h5\.partial",
+                  "free space and re-run the same command to resume"], watch=[data, out])
+    partial = mnt / "bb.h5.partial"
+    with h5py.File(partial, "r") as f:
+        assert 0 < f["batches"].shape[0] < 12  # it failed mid-run
+    resize(4 << 20)
+    r = expect_ok(["extract", *EXTRACT, "--data", data, "--out", out], watch=[data])
+    assert "resuming" in r.err and not partial.exists()
+    a, b = read_embeddings(ref), read_embeddings(out)
+    assert b.attrs["resumed_from"] > 0
+    assert a.embeddings.tobytes() == b.embeddings.tobytes() and (a.ids == b.ids).all()
+
+
+def test_train_on_a_full_disk_keeps_the_previous_artifacts(tmp_path, small_disk):
+    import json
+
+    mnt, _ = small_disk
+    h5 = tmp_path / "bb.h5"
+    with h5py.File(h5, "w") as f:
+        _good(f)
+    args = ["train", "--embeddings", h5, "--probe", "logreg", "--out-dir", mnt / "a"]
+    expect_ok(args)
+    metrics = mnt / "a" / "metrics" / "bb" / "logreg.json"
+    before = json.loads(metrics.read_text())
+    filler = mnt / "filler"
+    with open(filler, "wb") as fo:  # fill the disk to the last block
+        try:
+            while True:
+                fo.write(b"\0" * 4096)
+                fo.flush()
+        except OSError:
+            pass
+    expect_error(args, [r"no space left on device while writing .*a/probes/bb/logreg\.joblib",
+                        "previous file is unchanged"], watch=[mnt, h5])
+    assert sorted(p.name for p in (mnt / "a").rglob("*") if p.is_file()) == [
+        "logreg.csv", "logreg.joblib", "logreg.json", "logreg.scores.npy"]  # no temp left
+    filler.unlink()
+    expect_ok(args)
+    after = json.loads(metrics.read_text())
+    for m in (before, after):
+        m.pop("fit_seconds"), m["selection"].pop("seconds")
+    assert after == before

@@ -84,10 +84,11 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
 
 
 def read_embeddings(path: str | Path, *, load_embeddings: bool = True) -> EmbeddingSet:
-    """Load an embeddings file written by the extractor.
+    """Load an embeddings file (written by the extractor, or by another tool to the same layout).
 
     With ``load_embeddings=False`` the (N, D) matrix is left out (an empty (N, 0) array), which
-    is enough for summaries.
+    is enough for summaries. Files that do not follow the layout raise ValueError naming the
+    file, the dataset or attribute, and what was found.
     """
     path = Path(path)
     if not path.is_file():
@@ -95,28 +96,63 @@ def read_embeddings(path: str | Path, *, load_embeddings: bool = True) -> Embedd
             f"embeddings file {path} does not exist; run `linprobe extract ... --out {path}` first"
         )
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path} is not a readable HDF5 embeddings file: {exc}") from exc
-    with f:
-        missing = [k for k in ("embeddings", "ids", "labels", "split") if k not in f]
-        if missing:
-            raise ValueError(f"{path} is missing datasets {missing}; re-run the extraction")
-        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
-        n = f["ids"].shape[0]
-        emb = f["embeddings"][...] if load_embeddings else np.empty((n, 0), np.float32)
-        ids = f["ids"].asstr()[...].astype(object)
-        labels = f["labels"][...]
-        split = f["split"][...].astype(np.uint8)
-    return EmbeddingSet(
-        embeddings=np.asarray(emb, dtype=np.float32),
-        ids=ids,
-        labels=labels,
-        split=split,
-        class_names=list(attrs.get("class_names", [])),
-        task=str(attrs.get("task", "multiclass")),
-        attrs=attrs,
-    )
+        with h5py.File(path, "r") as f:
+            attrs, n = _check_layout(f, path)
+            emb = f["embeddings"][...] if load_embeddings else np.empty((n, 0), np.float32)
+            ids = f["ids"].asstr()[...].astype(object)
+            labels, split = f["labels"][...], f["split"][...].astype(np.uint8)
+    except OSError as exc:  # not HDF5, truncated, damaged chunks
+        raise ValueError(f"{path} is not a readable HDF5 embeddings file ({exc}); re-run "
+                         "`linprobe extract` to write it again") from None
+    if not np.isin(split, list(SPLIT_CODES.values())).all():
+        raise ValueError(f"{path}: 'split' must hold codes 0 (train), 1 (val), 2 (test); found "
+                         f"{sorted(set(np.unique(split).tolist()) - set(SPLIT_CODES.values()))}")
+    return EmbeddingSet(embeddings=emb, ids=ids, labels=labels, split=split,
+                        class_names=attrs["class_names"], task=attrs["task"], attrs=attrs)
+
+
+def _check_layout(f: h5py.File, path: Path) -> tuple[dict[str, Any], int]:
+    """Types and shapes of the four datasets and the decodable attrs; (attrs, N)."""
+    missing = [k for k in ("embeddings", "ids", "labels", "split") if k not in f]
+    if missing:
+        raise ValueError(f"{path} is missing datasets {missing}; re-run the extraction")
+    ds = {k: f[k] for k in ("embeddings", "ids", "labels", "split")}
+    for k, d in ds.items():
+        if not isinstance(d, h5py.Dataset):
+            raise ValueError(f"{path}: '{k}' must be a dataset, got a {type(d).__name__}")
+    emb, n = ds["embeddings"], ds["ids"].shape[0] if ds["ids"].ndim == 1 else -1
+    if emb.ndim != 2:
+        raise ValueError(f"{path}: 'embeddings' must be a 2-D (N, D) array, got shape {emb.shape}")
+    if emb.dtype != np.float32:
+        raise ValueError(f"{path}: 'embeddings' must be float32 (N, D), got {emb.dtype}; convert "
+                         "it, e.g. f['embeddings'] = x.astype('float32'), or re-run the extraction")
+    if ds["ids"].ndim != 1 or h5py.check_string_dtype(ds["ids"].dtype) is None:
+        raise ValueError(f"{path}: 'ids' must be (N,) strings (image paths), got "
+                         f"{ds['ids'].dtype} {ds['ids'].shape}")
+    for k in ("labels", "split"):
+        if ds[k].dtype.kind not in "iu" or ds[k].ndim not in ((1, 2) if k == "labels" else (1,)):
+            raise ValueError(f"{path}: '{k}' must be integer codes, got {ds[k].dtype} "
+                             f"{ds[k].shape}" + ("; store class indices and the names in the "
+                                                 "'class_names' attribute" if k == "labels" else ""))
+    for k, d in ds.items():
+        if d.shape[0] != n:
+            raise ValueError(f"{path}: '{k}' has {d.shape[0]} rows but 'ids' has {n}")
+    attrs = {}
+    for k, v in f.attrs.items():
+        try:
+            attrs[k] = decode_attr(v)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: attribute {k!r} is not valid json ({exc})") from None
+    names = attrs.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise ValueError(f"{path}: attribute 'class_names' must be a list of strings, got "
+                         f"{names!r:.80}")
+    attrs["class_names"] = names
+    attrs["task"] = attrs.get("task", "multiclass")
+    if not isinstance(attrs["task"], str):
+        raise ValueError(f"{path}: attribute 'task' must be one of {list(TASKS)}, got "
+                         f"{attrs['task']!r:.80}")
+    return attrs, n
 
 
 def __getattr__(name: str) -> Any:
