@@ -42,6 +42,38 @@ def _log(msg: str) -> None:
     print(f"linprobe: {msg}", file=sys.stderr, flush=True)
 
 
+class _DropAfterFailure:
+    """The partial file as h5py sees it. A failed write (disk full, EIO) is recorded in
+    :attr:`error` and it and all later writes are dropped as if done: raising inside h5py's
+    driver callbacks leaves HDF5 and h5py in states that crash (SystemError, or a segfault at
+    exit with HDF5's own driver). The writer checks :attr:`error` after each flush; what
+    reached the disk is checked by the digests on resume."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f, self.error = f, None
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        done = 0
+        while self.error is None and done < len(view):
+            try:  # an unbuffered write may be short (e.g. the last blocks of a disk): go on
+                done += self._f.write(view[done:])
+            except OSError as exc:
+                self.error = exc
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> Any:
+        if self.error is None:
+            try:
+                return self._f.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def __getattr__(self, name: str) -> Any:  # read, readinto, seek, tell, flush, fileno, close
+        return getattr(self._f, name)
+
+
 def file_stats(paths: Sequence[Path]) -> np.ndarray:
     """(N, 3) int64 (size, mtime_ns, ctime_ns) of ``paths``; -1 for a file that is missing."""
     out = np.full((len(paths), 3), -1, np.int64)
@@ -99,19 +131,20 @@ class EmbeddingWriter:
         self._stats = (file_stats(self._sources) if self._sources is not None
                        else np.full((self.n, 3), -1, np.int64))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fo: BinaryIO | None = None
+        self._fo: _DropAfterFailure | None = None
         self._f: h5py.File | None = None
         try:
             self._open(resume_key, attrs or {}, max(1, int(chunk_rows)))
-        except OSError as exc:
-            self.close()
-            raise write_error(self.partial, exc, _RESUME_HINT) from exc
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc, self.partial) from exc
         self.start: int = self.processed  # where this session resumes
 
     # -- opening and verifying ------------------------------------------------------------
 
     def _h5(self, mode: str) -> h5py.File:
-        self._fo = open(self.partial, "r+b" if mode == "r+" else "w+b")
+        # Unbuffered: nothing is held in this process, so a kill loses nothing h5py flushed.
+        raw = open(self.partial, "r+b" if mode == "r+" else "w+b", buffering=0)
+        self._fo = _DropAfterFailure(raw)
         return h5py.File(self._fo, mode, rdcc_nbytes=_CACHE_BYTES)
 
     def _open(self, key: str, attrs: dict[str, Any], chunk_rows: int) -> None:
@@ -199,7 +232,7 @@ class EmbeddingWriter:
         f["embeddings"].resize(rows, axis=0)
         f.attrs["skipped_index"] = encode_attr(skipped)
         f.attrs["processed"] = processed  # progress for observers; resume trusts `batches`
-        f.flush()
+        self._flush()
 
     def append(
         self,
@@ -231,10 +264,9 @@ class EmbeddingWriter:
             table.resize(table.shape[0] + 1, axis=0)
             table[-1] = (processed, rows, batch_digest(block, skipped, processed, rows))
             f.attrs["processed"] = processed
-            f.flush()
-        except OSError as exc:
-            self.close()
-            raise write_error(self.partial, exc, _RESUME_HINT) from exc
+            self._flush()
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc, self.partial) from exc
         self.processed, self.rows, self.skipped = processed, rows, self.skipped + skipped
 
     def finish(self, attrs: dict[str, Any] | None = None) -> Path:
@@ -261,13 +293,30 @@ class EmbeddingWriter:
                 del f.attrs[k]
             f.close()
             self._fo.flush()
+            if self._fo.error is not None:
+                raise self._fo.error
             os.fsync(self._fo.fileno())  # the renamed file must be complete, not just named
             self._fo.close()
             os.replace(self.partial, self.path)  # atomic: readers see the old file or the new
-        except OSError as exc:
-            self.close()
-            raise write_error(self.path, exc, _RESUME_HINT) from exc
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc, self.path) from exc
         return self.path
+
+    def _flush(self) -> None:
+        """Flush to the OS; raise the OSError of any write that failed since the last one."""
+        self._f.flush()
+        self._fo.flush()
+        if self._fo.error is not None:
+            raise self._fo.error
+
+    def _failed(self, exc: Exception, path: Path) -> Exception:
+        """Close after a failed write; the error to raise. h5py reports a failed write of our
+        file object as RuntimeError: the file object keeps the OSError with its errno."""
+        cause = self._fo.error if self._fo is not None and self._fo.error else exc
+        self.close()
+        if isinstance(cause, RuntimeError):
+            return cause  # not an I/O failure: a bug, keep its traceback
+        return write_error(path, cause, _RESUME_HINT)
 
     def close(self) -> None:
         """Close the partial file (kept on disk for a later resume). Never raises: after a
