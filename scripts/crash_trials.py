@@ -8,8 +8,9 @@ What it does:
 1. Writes a small real dataset (Fashion-MNIST PNGs, 3 classes x ``--per-class``) and runs
    ``linprobe extract`` (resnet18 random-init, 64 px, batches of 4) and ``linprobe train``
    (logreg) once uninterrupted: the references, and their wall times T_extract, T_train.
-2. Each extract trial starts a fresh extraction, kills it with SIGKILL after a delay drawn
-   uniformly from [0, T_extract], checks the final name (absent, or a complete file equal to
+2. Each extract trial starts a fresh extraction and, once its partial file exists, kills it with
+   SIGKILL after a delay drawn uniformly from [0, T_write] (T_write: the reference run's time
+   from the partial file's creation to its end; the start-up before it writes nothing), checks the final name (absent, or a complete file equal to
    the reference), re-runs the same command and compares the embeddings, ids, labels and split
    bit for bit with the reference.
 3. Each train trial does the same on one output folder shared by all train trials (so most kills
@@ -62,10 +63,28 @@ def _run(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def _kill_after(args: list[str], delay: float) -> bool:
-    """Start ``args``, SIGKILL it after ``delay`` s; True if it was still running."""
+def _first_write(args: list[str], watch: Path) -> tuple[float, float]:
+    """Run to completion; (wall seconds, seconds until ``watch`` first appeared)."""
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    t0, seen = time.perf_counter(), None
+    while proc.poll() is None:
+        if seen is None and watch.exists():
+            seen = time.perf_counter() - t0
+        time.sleep(0.01)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode})")
+    total = time.perf_counter() - t0
+    return total, total if seen is None else seen
+
+
+def _kill_after(args: list[str], delay: float, after: Path | None = None) -> bool:
+    """Start ``args``, SIGKILL it ``delay`` s after ``after`` appears (or after the start);
+    True if it was still running."""
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    while after is not None and proc.poll() is None and not after.exists():
+        time.sleep(0.01)
     try:
         proc.wait(timeout=delay)
         return False
@@ -124,13 +143,17 @@ def _check_train_outputs(root: Path, ref: Path) -> str | None:
 
 def extract_trials(work: Path, data: Path, n: int, rng: np.random.Generator) -> list[dict]:
     ref = work / "ref" / "bb.h5"
-    t_ref = _run(_cmd("extract", *EXTRACT, "--data", data, "--out", ref))
+    t_ref, t_write = _first_write(_cmd("extract", *EXTRACT, "--data", data, "--out", ref),
+                                  ref.with_name("bb.h5.partial"))
     rows = []
     for i in range(n):
         out = work / f"extract{i}" / "bb.h5"
-        delay = float(rng.uniform(0, t_ref))
-        killed = _kill_after(_cmd("extract", *EXTRACT, "--data", data, "--out", out), delay)
         partial = out.with_name("bb.h5.partial")
+        # Kill moments spread over the writing phase (from the partial file's creation to the
+        # end), not over the interpreter's start-up, where a kill leaves nothing to check.
+        delay = float(rng.uniform(0, t_ref - t_write))
+        killed = _kill_after(_cmd("extract", *EXTRACT, "--data", data, "--out", out), delay,
+                             after=partial)
         problem = None
         if out.exists() and not _same_embeddings(ref, out):
             problem = "final file incomplete or different after the kill"
