@@ -37,7 +37,7 @@ from linprobe.features.forward import (
 )
 from linprobe.features.images import ImageDecodeError
 from linprobe.features.loader import DecodedBatches, decode_pool
-from linprobe.features.store import EmbeddingWriter
+from linprobe.features.writer import EmbeddingWriter
 
 ON_ERROR = ("fail", "skip")
 _PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -236,6 +236,7 @@ def extract_embeddings(
         resume_key=resume_key,
         attrs=attrs,
         chunk_rows=batch_size,
+        sources=ds.paths(),  # their stats tell a resume which images changed since
     ) as writer:
         if on_error == "fail" and writer.skipped:
             first = writer.skipped[0]

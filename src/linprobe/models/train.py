@@ -31,7 +31,8 @@ from linprobe.features.store import TASKS, EmbeddingSet, read_embeddings
 from . import metrics as M
 from .fewshot import few_shot_curve
 from .options import resolve_options
-from .persist import PREDICTION_HEADER, dump_model, run_artifacts, save_array, write_csv, write_json
+from . import persist
+from .persist import PREDICTION_HEADER, run_artifacts
 from .probes import ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform
 from .selection import SCORERS, Selection, select
 from .uncertainty import bootstrap_ci
@@ -215,8 +216,11 @@ def _write(out_dir: Path, backbone: str, probe: str, model, result: dict, es: Em
         rows = zip(ids, names[y], names[pred], scores[np.arange(len(pred)), pred])
     rows = ((i, a, p, f"{float(s):.6g}") for i, a, p, s in rows)
     paths = run_artifacts(out_dir, backbone, probe)
-    dump_model(paths["probe"], model)
-    write_csv(paths["predictions"], PREDICTION_HEADER, rows)
-    save_array(paths["scores"], scores)
-    # The metrics file goes last: its presence means the other artifacts are complete.
-    write_json(paths["metrics"], result)
+    # Staged together, renamed together: a failure (disk full) leaves the previous set whole.
+    persist.write_all({
+        paths["probe"]: persist.model(model),
+        paths["predictions"]: persist.csv_rows(PREDICTION_HEADER, rows),
+        paths["scores"]: persist.array(scores),
+        # The metrics file goes last: its presence means the other artifacts are complete.
+        paths["metrics"]: persist.json_data(result),
+    })

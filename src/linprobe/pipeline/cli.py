@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from linprobe.diskio import WriteError
 from linprobe.pipeline.outputs import claim_outputs
 from linprobe.pipeline.params import (
     DEVICES, ON_ERROR, PRECISIONS, RESIZE, ParamsError, load_params,
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("linprobe: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, LookupError) as exc:
+    except (ValueError, FileNotFoundError, NotADirectoryError, LookupError, WriteError) as exc:
         # Bad input: one clear line (the message names the file/param and the fix);
         # LINPROBE_DEBUG=1 shows the traceback for bug reports.
         if os.environ.get("LINPROBE_DEBUG"):
