@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from linprobe.pipeline.interrupt import run_interruptibly
 from linprobe.pipeline.params import DEVICES, ON_ERROR, PRECISIONS, ParamsError, load_params
 
 
@@ -70,8 +71,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                               f"defined probes: {', '.join(params.probes)}")
         options = params.probes[args.probe]
         seed = params.seed if seed is None else seed
-    metrics = train_probe(args.embeddings, args.probe, args.out_dir, options=options,
-                          seed=0 if seed is None else seed)
+    # A worker thread: liblinear/lbfgs fits run minutes in C code that never checks for Ctrl-C.
+    metrics = run_interruptibly("train", train_probe, args.embeddings, args.probe, args.out_dir,
+                                options=options, seed=0 if seed is None else seed)
     headline = metrics.get("headline", "accuracy")
     value = metrics.get("test", {}).get(headline)
     print(f"{metrics.get('backbone')} / {args.probe}: test {headline} = {value:.4f}"
@@ -81,9 +83,26 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from linprobe.reports.build import build_report, write_learning_curves
 
-    out = build_report(args.artifacts, args.out, params_file=args.params)
-    if args.plots_dir is not None:
-        write_learning_curves(args.artifacts, args.plots_dir)
+    from linprobe.reports.collect import stale_runs
+
+    only = None
+    if args.params is not None:
+        # Only the runs params.yaml still asks for: DVC keeps the outputs of a removed
+        # backbone's or probe's stages, and they must not be ranked beside fresh ones.
+        params = load_params(args.params)
+        only = (set(params.backbones), set(params.probes))
+        stale = stale_runs(args.artifacts, only)
+        if stale:
+            print(f"linprobe: {len(stale)} stale run(s) not in {params.source} left out of the "
+                  f"report: {', '.join(stale)}", file=sys.stderr)
+
+    def work() -> Path:
+        out = build_report(args.artifacts, args.out, params_file=args.params, only=only)
+        if args.plots_dir is not None:
+            write_learning_curves(args.artifacts, args.plots_dir, only=only)
+        return out
+
+    out = run_interruptibly("report", work)
     print(f"report written to {Path(out).resolve()}")
 
 
@@ -96,18 +115,23 @@ def cmd_backbones(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    from linprobe.models.probes import get_probe
+    from linprobe.pipeline.checks import STAMP_TEXT, dataset_warnings, run_checks
 
     params = load_params(args.params)
-    for name in params.probes:
-        try:
-            get_probe(name)
-        except ValueError as exc:
-            raise ParamsError(f"{params.source}: probes.{name}: {exc}") from None
-    data = Path(params.data.path)
-    if not data.exists():
-        raise ParamsError(f"{params.source}: data.path {str(data)!r} does not exist; point it at an "
-                          f"image folder or a CSV manifest")
+    found = run_checks(params)
+    for note in found.notes:
+        print(note)
+    if found.dataset is not None:
+        # Dataset warnings: class/split counts here; other dataset checks plug in beside it.
+        for warning in dataset_warnings(found.dataset, params.data.path):
+            print(f"linprobe: warning: {warning}", file=sys.stderr)
+    if found.problems:
+        raise ParamsError(f"{params.source}: {len(found.problems)} problem(s) to fix before any "
+                          "work:\n  - " + "\n  - ".join(found.problems))
+    if args.stamp is not None:
+        from linprobe.models.persist import write_text
+
+        write_text(args.stamp, STAMP_TEXT)
     print(f"{params.source}: OK ({len(params.backbones)} backbones x {len(params.probes)} probes)")
 
 
@@ -175,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ck = sub.add_parser("check", help="validate params.yaml before `dvc repro`")
     ck.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ck.add_argument("--stamp", type=Path, default=None,
+                    help="write this file when every check passes (the DVC check stage's output)")
     ck.set_defaults(func=cmd_check)
     return ap
 
