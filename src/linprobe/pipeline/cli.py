@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from linprobe.pipeline.interrupt import run_interruptibly
+from linprobe.pipeline.interrupt import interrupted, run_interruptibly
 from linprobe.pipeline.params import DEVICES, ON_ERROR, PRECISIONS, ParamsError, load_params
 
 
@@ -210,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print("linprobe: interrupted", file=sys.stderr)
-        return 130
+        interrupted()   # the stage's own cleanup has run; exit 130 at once
     except (ValueError, FileNotFoundError, NotADirectoryError, LookupError) as exc:
         # Bad input: one clear line (the message names the file/param and the fix);
         # LINPROBE_DEBUG=1 shows the traceback for bug reports.

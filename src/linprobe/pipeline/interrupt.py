@@ -23,13 +23,13 @@ T = TypeVar("T")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
 
 
-def interrupted(what: str) -> None:
-    """Say that ``what`` was interrupted and end the process now (exit 130)."""
+def interrupted(what: str | None = None) -> None:
+    """Say that ``what`` (a stage name) was interrupted and end the process now (exit 130)."""
     sys.stdout.flush()
-    print(f"linprobe: interrupted during {what}; nothing was written under a final name",
-          file=sys.stderr, flush=True)
-    # os._exit: the worker may still be inside C code holding resources that a normal
-    # interpreter shutdown would wait for.
+    detail = f" during {what}; nothing was written under a final name" if what else ""
+    print(f"linprobe: interrupted{detail}", file=sys.stderr, flush=True)
+    # os._exit, not sys.exit: a worker may still be inside C code, and interpreter shutdown
+    # would wait for non-daemon threads (data loading) to finish their current batch.
     os._exit(EXIT_INTERRUPTED)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from linprobe.features.store import read_attrs
+from linprobe.reports.schema import validate_metrics
 
 
 @dataclass
@@ -137,8 +138,7 @@ def load_runs(artifacts: str | Path, only: Only = None) -> list[Run]:
             raise ValueError(
                 f"metrics file {path} is not valid JSON ({exc}); delete it and re-run `dvc repro`"
             ) from exc
-        if not isinstance(metrics, dict):
-            raise ValueError(f"metrics file {path} must hold a JSON object, got {type(metrics).__name__}")
+        validate_metrics(metrics, path)
         backbone, probe = path.parent.name, path.stem
         pred_path = artifacts / "predictions" / backbone / f"{probe}.csv"
         preds = read_predictions(pred_path) if pred_path.is_file() else None
