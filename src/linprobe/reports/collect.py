@@ -136,7 +136,8 @@ def load_runs(artifacts: str | Path, only: Only = None) -> list[Run]:
             metrics = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(
-                f"metrics file {path} is not valid JSON ({exc}); delete it and re-run `dvc repro`"
+                f"metrics file {path} is not valid JSON ({exc}); re-run `linprobe train` for "
+                f"this backbone and probe (or `dvc repro`) to rewrite it"
             ) from exc
         validate_metrics(metrics, path)
         backbone, probe = path.parent.name, path.stem
