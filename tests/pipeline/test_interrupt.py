@@ -78,7 +78,7 @@ def test_ctrl_c_inside_a_long_solver_fit(probe, tmp_path):
     time.sleep(2.0)   # well inside the fit (scaling 2000 x 512 takes milliseconds)
     assert proc.poll() is None, "the fit was meant to run for minutes"
     interrupt(proc, seen)
-    assert final_files(tmp_path / "out") == [] if (tmp_path / "out").exists() else True
+    assert not (tmp_path / "out").exists() or final_files(tmp_path / "out") == []
 
 
 def test_ctrl_c_during_extract(tmp_path):
@@ -96,10 +96,9 @@ def test_ctrl_c_during_extract(tmp_path):
 
 def test_ctrl_c_during_report(tmp_path):
     write_artifacts(tmp_path, ["a", "b", "c", "d"])
-    # Enough permutations that the report is still being drawn when the signal comes.
     proc = start("report", "--artifacts", "artifacts", "--out", "report/index.html",
                  cwd=tmp_path)
-    time.sleep(3.0)
+    time.sleep(1.5)   # imports done, t-SNE/MMD being computed
     assert proc.poll() is None, "the report finished before the signal; make it slower"
     interrupt(proc, "")
     assert not (tmp_path / "report" / "index.html").exists()

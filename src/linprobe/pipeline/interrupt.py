@@ -26,7 +26,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd comman
 def interrupted(what: str | None = None) -> None:
     """Say that ``what`` (a stage name) was interrupted and end the process now (exit 130)."""
     sys.stdout.flush()
-    detail = f" during {what}; nothing was written under a final name" if what else ""
+    # Artifacts appear only complete (temp file + rename), so a re-run simply starts over.
+    detail = f" during {what}; re-run the same command to start it again" if what else ""
     print(f"linprobe: interrupted{detail}", file=sys.stderr, flush=True)
     # os._exit, not sys.exit: a worker may still be inside C code, and interpreter shutdown
     # would wait for non-daemon threads (data loading) to finish their current batch.
