@@ -31,6 +31,43 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Which options each probe accepts: an option that does not apply (temperature on an SVM, a
+# solver or a C refinement on k-NN) is refused rather than silently ignored.
+_COMMON = frozenset({"normalize", "grid", "scheme", "folds", "val_fraction", "selection_metric",
+                     "few_shot", "n_boot", "alpha"})
+_LINEAR = _COMMON | {"class_weight", "search", "refine_steps", "max_iter", "tol"}
+PROBE_OPTIONS: dict[str, frozenset[str]] = {
+    "logreg": _LINEAR | {"solver", "device"},
+    "linear_svm": _LINEAR,
+    "knn": _COMMON | {"temperature"},
+    "ovr_logreg": _LINEAR,
+    "ovr_linear_svm": _LINEAR,
+}
+
+_WHY = {"solver": "the torch solver is for 'logreg' only",
+        "device": "the torch solver is for 'logreg' only",
+        "temperature": "only k-NN weights votes by a temperature",
+        "search": "k-NN's n_neighbors grid is searched as given, never refined",
+        "refine_steps": "k-NN's n_neighbors grid is searched as given, never refined"}
+
+
+def check_applicable(options: dict | None, probe: str) -> None:
+    """Raise ValueError for an option unknown to linprobe or not used by ``probe``."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown probe option(s) {unknown}; known options: {sorted(DEFAULTS)}")
+    accepted = PROBE_OPTIONS[probe]
+    for name in sorted(set(options) - accepted):
+        why = f" ({_WHY[name]})" if name in _WHY else ""
+        raise ValueError(f"The {name!r} probe option does not apply to probe {probe!r}{why}; "
+                         f"remove it. Options of {probe!r}: {sorted(accepted)}.")
+    if "device" in options and options.get("solver", DEFAULTS["solver"]) != "torch":
+        raise ValueError(f"The 'device' probe option applies only with solver: torch. Got "
+                         f"solver {options.get('solver', DEFAULTS['solver'])!r}; remove "
+                         "'device' or set solver: torch.")
+
+
 def _bad(name: str, must: str, got: Any) -> ValueError:
     return ValueError(f"The {name!r} probe option must be {must}. Got {got!r} instead.")
 
@@ -57,9 +94,7 @@ def resolve_options(options: dict | None, spec: ProbeSpec, task: str,
                     class_names: list[str]) -> dict[str, Any]:
     """Defaults filled in and every value checked; raises ValueError naming the bad option."""
     options = dict(options or {})
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown probe option(s) {unknown}; known options: {sorted(DEFAULTS)}")
+    check_applicable(options, spec.name)
     opts = {**DEFAULTS, **options}
     opts["normalize"] = opts["normalize"] or spec.default_normalize
     opts["selection_metric"] = opts["selection_metric"] or SELECTION_METRICS[task][0]
@@ -69,9 +104,6 @@ def resolve_options(options: dict | None, spec: ProbeSpec, task: str,
     _choice(opts, "selection_metric", SELECTION_METRICS[task])
     _choice(opts, "solver", ("sklearn", "torch"))
     _choice(opts, "device", ("auto", "cpu", "cuda"))
-    if opts["solver"] == "torch" and spec.name != "logreg":
-        raise _bad("solver", f"'sklearn' for probe {spec.name!r} (the torch solver is for "
-                   "'logreg' only)", opts["solver"])
     for name, low in (("refine_steps", 0), ("folds", 2), ("max_iter", 1), ("n_boot", 1)):
         _int(opts, name, low)
     _real(opts, "val_fraction", 0.0, 1.0)

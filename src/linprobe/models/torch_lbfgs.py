@@ -22,6 +22,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
+def no_cuda_message(device: str) -> str:
+    """The error for ``device: cuda`` on a machine without a usable CUDA GPU."""
+    return (f"The 'device' probe option is {device!r} but torch finds no CUDA GPU "
+            "(torch.cuda.is_available() is False); set device: auto (GPU when present, else CPU) "
+            "or device: cpu, or install a CUDA build of torch.")
+
+
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     """L2 logistic regression fitted with ``torch.optim.LBFGS``.
 
@@ -50,6 +57,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
                              f"got {len(classes)}")
         dev = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
                            else ("cpu" if self.device == "auto" else self.device))
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(no_cuda_message(self.device))
         sw = compute_sample_weight(self.class_weight, y).astype(X.dtype)
         Xt = torch.from_numpy(X).to(dev)
         yt = torch.from_numpy(y_idx).to(dev)

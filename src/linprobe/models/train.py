@@ -19,6 +19,7 @@ selection fits (val, or out-of-fold for kfold) and then applied to the refit mod
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
     tv = tr | va
 
+    # Progress: on 70k images the fits below run for minutes.
+    print(f"linprobe: {probe} on {path.name}: selecting {spec.param} over {len(opts['grid'])} "
+          f"values on {int(tv.sum())} train+val samples x {es.embeddings.shape[1]} dims",
+          file=sys.stderr, flush=True)
     X_tv, y_tv = es.embeddings[tv], es.labels[tv]           # our own float32 copy ...
     sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from linprobe.diskio import WriteError
+from linprobe.pipeline.interrupt import interrupted, run_interruptibly
 from linprobe.pipeline.outputs import claim_outputs
 from linprobe.pipeline.params import (
     DEVICES, ON_ERROR, PRECISIONS, RESIZE, ParamsError, load_params,
@@ -84,8 +85,9 @@ def _train(args: argparse.Namespace) -> None:
                               f"defined probes: {', '.join(params.probes)}")
         options = params.probes[args.probe]
         seed = params.seed if seed is None else seed
-    metrics = train_probe(args.embeddings, args.probe, args.out_dir, options=options,
-                          seed=0 if seed is None else seed)
+    # A worker thread: liblinear/lbfgs fits run minutes in C code that never checks for Ctrl-C.
+    metrics = run_interruptibly("train", train_probe, args.embeddings, args.probe, args.out_dir,
+                                options=options, seed=0 if seed is None else seed)
     headline = metrics.get("headline", "accuracy")
     value = metrics.get("test", {}).get(headline)
     print(f"{metrics.get('backbone')} / {args.probe}: test {headline} = {value:.4f}"
@@ -100,9 +102,26 @@ def cmd_report(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from linprobe.reports.build import build_report, write_learning_curves
 
-    out = build_report(args.artifacts, args.out, params_file=args.params)
-    if args.plots_dir is not None:
-        write_learning_curves(args.artifacts, args.plots_dir)
+    from linprobe.reports.collect import stale_runs
+
+    only = None
+    if args.params is not None:
+        # Only the runs params.yaml still asks for: DVC keeps the outputs of a removed
+        # backbone's or probe's stages, and they must not be ranked beside fresh ones.
+        params = load_params(args.params)
+        only = (set(params.backbones), set(params.probes))
+        stale = stale_runs(args.artifacts, only)
+        if stale:
+            print(f"linprobe: {len(stale)} stale run(s) not in {params.source} left out of the "
+                  f"report: {', '.join(stale)}", file=sys.stderr)
+
+    def work() -> Path:
+        out = build_report(args.artifacts, args.out, params_file=args.params, only=only)
+        if args.plots_dir is not None:
+            write_learning_curves(args.artifacts, args.plots_dir, only=only)
+        return out
+
+    out = run_interruptibly("report", work)
     print(f"report written to {Path(out).resolve()}")
 
 
@@ -115,18 +134,22 @@ def cmd_backbones(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    from linprobe.models.probes import get_probe
+    from linprobe.pipeline.checks import STAMP_TEXT, dataset_warnings, run_checks
 
     params = load_params(args.params)
-    for name in params.probes:
-        try:
-            get_probe(name)
-        except ValueError as exc:
-            raise ParamsError(f"{params.source}: probes.{name}: {exc}") from None
-    data = Path(params.data.path)
-    if not data.exists():
-        raise ParamsError(f"{params.source}: data.path {str(data)!r} does not exist; point it at an "
-                          f"image folder or a CSV manifest")
+    found = run_checks(params)
+    for note in found.notes:
+        print(note)
+    if found.dataset is not None:
+        for warning in dataset_warnings(found.dataset, params.extract.resize):
+            print(f"linprobe: warning: {warning}", file=sys.stderr)
+    if found.problems:
+        raise ParamsError(f"{params.source}: {len(found.problems)} problem(s) to fix before any "
+                          "work:\n  - " + "\n  - ".join(found.problems))
+    if args.stamp is not None:
+        from linprobe.models.persist import write_text
+
+        write_text(args.stamp, STAMP_TEXT)
     print(f"{params.source}: OK ({len(params.backbones)} backbones x {len(params.probes)} probes)")
 
 
@@ -197,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ck = sub.add_parser("check", help="validate params.yaml before `dvc repro`")
     ck.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ck.add_argument("--stamp", type=Path, default=None,
+                    help="write this file when every check passes (the DVC check stage's output)")
     ck.set_defaults(func=cmd_check)
     return ap
 
@@ -206,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print("linprobe: interrupted", file=sys.stderr)
-        return 130
+        interrupted()   # the stage's own cleanup has run; exit 130 at once
     except (ValueError, FileNotFoundError, NotADirectoryError, LookupError, WriteError) as exc:
         # Bad input: one clear line (the message names the file/param and the fix);
         # LINPROBE_DEBUG=1 shows the traceback for bug reports.

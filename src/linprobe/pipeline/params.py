@@ -17,8 +17,16 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 ON_ERROR = ("fail", "skip")
 RESIZE = ("crop", "pad", "stretch")  # = features.backbones.preprocess.RESIZE_MODES (no torch here)
-# Backbone names become file and DVC stage names (extract@<name>, train@<name>-<probe>).
+# dvc.yaml interpolates these values into shell command lines (see its header), so each is
+# either restricted to characters no shell interprets or single-quoted there:
+# - backbone and probe names become file and DVC stage names (extract@<name>, train@<b>-<p>);
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
+NAME_RULE = "letters, digits, '_' and '.', starting with a letter or digit"
+# - backbone specs (timm:hf-hub:org/model, file:models/net.pt, ...), passed unquoted;
+_SPEC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]*$")
+SPEC_RULE = "letters, digits and _ . : / + -, starting with a letter or digit"
+# - data.path is single-quoted in dvc.yaml: anything but a quote or a line break is literal.
+_PATH_FORBIDDEN = ("'", "\n", "\r", "\0")
 
 
 class ParamsError(ValueError):
@@ -65,7 +73,7 @@ class _Reader:
     def __init__(self, source: Path, node: Any, where: str):
         self.source, self.where = source, where
         if not isinstance(node, dict):
-            self.fail(where, f"must be a mapping, got {type(node).__name__} {node!r}")
+            self.fail(where or "the top level", f"must be a mapping, got {type(node).__name__} {node!r}")
         self.node = node
 
     def fail(self, key: str, message: str) -> None:
@@ -115,7 +123,7 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     d = _Reader(source, top.get("data", dict), "data")
     d.reject_unknown({"path", "val_fraction", "test_fraction", "seed"})
     data = DataParams(
-        path=d.get("path", str),
+        path=_data_path(d),
         val_fraction=d.get("val_fraction", float, 0.1, low=0.0, high=0.9),
         test_fraction=d.get("test_fraction", float, 0.2, low=0.0, high=0.9),
         seed=d.get("seed", int, 0),
@@ -140,12 +148,16 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     backbones = {}
     for name in b.node:
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            b.fail(b.key(str(name)), "is not a valid backbone name: use letters, digits, '_' "
-                                     "and '.', starting with a letter or digit")
+            b.fail(b.key(str(name)), f"is not a valid backbone name: use only {NAME_RULE} "
+                                     "(it becomes a file name and part of a shell command)")
         entry = _Reader(source, b.node[name], b.key(name))
         entry.reject_unknown({"spec", "layer"})
-        backbones[name] = BackboneParams(spec=entry.get("spec", str),
-                                         layer=entry.get("layer", str, None))
+        spec = entry.get("spec", str)
+        if not _SPEC_RE.match(spec):
+            entry.fail(entry.key("spec"), f"{spec!r} is not a safe backbone spec: use only "
+                       f"{SPEC_RULE} (dvc.yaml passes it on a shell command line; rename or move "
+                       "a file: model whose path has other characters)")
+        backbones[name] = BackboneParams(spec=spec, layer=entry.get("layer", str, None))
 
     p = _Reader(source, top.get("probes", dict), "probes")
     if not p.node:
@@ -153,11 +165,22 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     probes = {}
     for name in p.node:
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            p.fail(p.key(str(name)), "is not a valid probe name")
+            p.fail(p.key(str(name)), f"is not a valid probe name: use only {NAME_RULE}")
         probes[name] = dict(p.get(name, dict, None) or {})
 
     return Params(data=data, extract=extract, backbones=backbones, probes=probes,
                   seed=top.get("seed", int, 0), source=source)
+
+
+def _data_path(d: _Reader) -> str:
+    """data.path: any path, except characters that would end dvc.yaml's single quotes."""
+    path = d.get("path", str)
+    bad = [c for c in _PATH_FORBIDDEN if c in path]
+    if bad or not path or path.startswith("-"):
+        d.fail(d.key("path"), f"{path!r} cannot be passed safely on dvc.yaml's command line "
+               "(it must be non-empty, not start with '-', and hold no single quote or line "
+               "break); rename the folder or use a path without those characters")
+    return path
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -168,6 +191,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
                           f"repository and edit it")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start}); "
+                          f"save params.yaml as UTF-8 YAML") from exc
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     return parse_params(raw, path)

@@ -19,7 +19,7 @@ from linprobe import __version__
 from linprobe.features.store import EmbeddingSet, read_embeddings
 from linprobe.models.persist import write_csv, write_text
 from linprobe.reports import sections
-from linprobe.reports.collect import load_backbone_attrs, load_runs
+from linprobe.reports.collect import Only, load_backbone_attrs, load_runs, stale_runs
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # Every report carries <meta name="generator" content="linprobe X.Y.Z">: how linprobe recognises
@@ -77,16 +77,18 @@ def _si(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def write_learning_curves(artifacts: str | Path, out_dir: str | Path) -> list[Path]:
+def write_learning_curves(artifacts: str | Path, out_dir: str | Path, *,
+                          only: Only = None) -> list[Path]:
     """Few-shot curve of each run as ``<out_dir>/<backbone>-<probe>.csv`` with ``k,mean,std``.
 
     One file per run because `dvc plots` draws one curve per file (a plots directory declared in
-    dvc.yaml). Stale files of runs that no longer exist are removed. Returns the paths written.
+    dvc.yaml). Stale files of runs that no longer exist (or are not in ``only``) are removed.
+    Returns the paths written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for lc in sections.learning_curves_data(load_runs(artifacts)):
+    for lc in sections.learning_curves_data(load_runs(artifacts, only)):
         for c in lc["curves"]:
             std = c["std"] if c["std"] is not None else [""] * len(c["k"])
             written.append(write_csv(out_dir / f"{c['label']}-{lc['probe']}.csv",
@@ -104,13 +106,16 @@ def build_report(
     gallery_limit: int = 12,
     tsne_max: int = 600,
     mmd_permutations: int = 200,
+    only: Only = None,
 ) -> Path:
     """Render ``out`` (one self-contained HTML file) from ``artifacts``; return its path.
 
     artifacts: the DVC artifacts directory (``metrics/``, ``predictions/``, ``embeddings/``).
     params_file: shown verbatim in the run metadata when given. gallery_limit: misclassified
     thumbnails per run. tsne_max: t-SNE is drawn when the test split has at most this many
-    samples. mmd_permutations: permutations of the train-vs-test MMD test.
+    samples. mmd_permutations: permutations of the train-vs-test MMD test. only: (backbone
+    names, probe names) of params.yaml; runs of other backbones or probes (left behind when one
+    is removed from params) are left out and counted in the report's header.
     Raises FileNotFoundError (naming the path, suggesting `dvc repro`) when there is nothing to
     report. The file is written to a temporary name and renamed, so a failed run never leaves
     a half-written report in place of the previous one.
@@ -122,7 +127,8 @@ def build_report(
                              f"Got {value!r} instead.")
     artifacts = Path(artifacts)
     out = Path(out)
-    runs = load_runs(artifacts)
+    runs = load_runs(artifacts, only)
+    stale = stale_runs(artifacts, only)
     backbones = sorted({r.backbone for r in runs})
     attrs = load_backbone_attrs(artifacts, backbones)
 
@@ -158,6 +164,7 @@ def build_report(
         "params_file": str(params_file) if params_file is not None else None,
         "params_text": params_text,
         "leaderboard": board,
+        "stale_runs": stale,
         "overview": sections.overview(board),
         "probes": sorted({r.probe for r in runs}),
         "summary": summary,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from linprobe.features.store import read_attrs
+from linprobe.reports.schema import validate_metrics
 
 
 @dataclass
@@ -96,24 +97,49 @@ def read_predictions(path: Path) -> Predictions:
     )
 
 
-def load_runs(artifacts: str | Path) -> list[Run]:
-    """All runs under ``artifacts/metrics``, sorted by (backbone, probe), predictions attached."""
-    artifacts = Path(artifacts)
+# (backbone names, probe names) of params.yaml: the runs a report shows; None = every run found.
+Only = tuple[set[str], set[str]] | None
+
+
+def _metrics_paths(artifacts: Path) -> list[Path]:
     if not artifacts.is_dir():
         raise _missing_error(artifacts, f"artifacts directory {artifacts} does not exist")
     paths = sorted((artifacts / "metrics").glob("*/*.json"))
     if not paths:
         raise _missing_error(artifacts, f"no metrics JSON found under {artifacts / 'metrics'}")
+    return paths
+
+
+def _wanted(path: Path, only: Only) -> bool:
+    return only is None or (path.parent.name in only[0] and path.stem in only[1])
+
+
+def stale_runs(artifacts: str | Path, only: Only) -> list[str]:
+    """'<backbone>/<probe>' of the metrics files left by runs no longer in params (their backbone
+    or probe was removed): DVC keeps the outputs of deleted stages, the report ignores them."""
+    return [f"{p.parent.name}/{p.stem}" for p in _metrics_paths(Path(artifacts))
+            if not _wanted(p, only)]
+
+
+def load_runs(artifacts: str | Path, only: Only = None) -> list[Run]:
+    """The runs under ``artifacts/metrics`` (those of ``only``'s backbones x probes when
+    given), sorted by (backbone, probe), predictions attached."""
+    artifacts = Path(artifacts)
+    paths = [p for p in _metrics_paths(artifacts) if _wanted(p, only)]
+    if not paths:
+        raise _missing_error(artifacts, f"no metrics JSON of the backbones {sorted(only[0])} x "
+                                        f"probes {sorted(only[1])} of the params file found "
+                                        f"under {artifacts / 'metrics'}")
     runs = []
     for path in paths:
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(
-                f"metrics file {path} is not valid JSON ({exc}); delete it and re-run `dvc repro`"
+                f"metrics file {path} is not valid JSON ({exc}); re-run `linprobe train` for "
+                f"this backbone and probe (or `dvc repro`) to rewrite it"
             ) from exc
-        if not isinstance(metrics, dict):
-            raise ValueError(f"metrics file {path} must hold a JSON object, got {type(metrics).__name__}")
+        validate_metrics(metrics, path)
         backbone, probe = path.parent.name, path.stem
         pred_path = artifacts / "predictions" / backbone / f"{probe}.csv"
         preds = read_predictions(pred_path) if pred_path.is_file() else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import sys
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,21 @@ def thumbnail_uri(data_root: str, image_id: str, size: int = 64) -> str | None:
     if not path.is_relative_to(root) or not path.is_file():
         return None
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode)
-            # Only shrink: small images (28 px) are embedded as they are and scaled up by CSS
-            # (pixelated), which keeps the HTML several times smaller than upscaled PNGs.
-            img.thumbnail((size, size), Image.LANCZOS)
-            buf = io.BytesIO()
-            img.save(buf, format="PNG", optimize=True)
+        with warnings.catch_warnings():
+            # An image that grew past PIL.Image.MAX_IMAGE_PIXELS since extraction (which refuses
+            # those) is not decoded here either: one thumbnail must not exhaust memory.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode)
+                # Only shrink: small images (28 px) are embedded as they are and scaled up by
+                # CSS (pixelated), which keeps the HTML several times smaller than upscaled PNGs.
+                img.thumbnail((size, size), Image.LANCZOS)
+                buf = io.BytesIO()
+                img.save(buf, format="PNG", optimize=True)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        print(f"linprobe: warning: {path}: not drawn in the report's error gallery: refused as a "
+              f"possible decompression bomb ({exc})", file=sys.stderr)
+        return None
     except (OSError, UnidentifiedImageError):
         return None
     return png_uri(buf.getvalue())

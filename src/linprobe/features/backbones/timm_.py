@@ -77,23 +77,33 @@ def _split_timm(net: nn.Module) -> tuple[nn.Module, nn.Module | None, int]:
     return _PreLogits(net), head if isinstance(head, nn.Linear) else None, dim
 
 
+def check_weights(name: str, weights: str | None, *, offline: bool = True) -> str | None:
+    """The local weights file of ``timm:<name>[:weights]`` (None: random init, or downloading
+    allowed); errors name the model or the folder where the weights belong."""
+    timm = import_timm()
+    if not timm.is_model(name):
+        known = timm.list_models()
+        raise UnknownBackboneError(f"Unknown timm model {name!r}." + suggest(name, known))
+    if not offline or (weights is not None and weights.lower() == "none"):
+        return None
+    path, folder = cached_weights(name)
+    if path is None:
+        raise WeightsUnavailableError(
+            f"Weights for 'timm:{name}' are not on disk and downloading is disabled. Put the "
+            f"Hugging Face snapshot under {folder} (HF_HOME layout), or use 'timm:{name}:none'."
+        )
+    return path
+
+
 def load_timm(
     name: str, weights: str | None, *, image_size: int | None = None, offline: bool = True
 ) -> LoadedNet:
     """Full timm classifier; pretrained unless ``weights`` is 'none'."""
     timm = import_timm()
-    if not timm.is_model(name):
-        known = timm.list_models()
-        raise UnknownBackboneError(f"Unknown timm model {name!r}." + suggest(name, known))
     pretrained = weights is None or weights.lower() != "none"
     kwargs: dict[str, Any] = {}
-    if pretrained and offline:
-        path, folder = cached_weights(name)
-        if path is None:
-            raise WeightsUnavailableError(
-                f"Weights for 'timm:{name}' are not on disk and downloading is disabled. Put the "
-                f"Hugging Face snapshot under {folder} (HF_HOME layout), or use 'timm:{name}:none'."
-            )
+    path = check_weights(name, weights, offline=offline)
+    if path is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": path}
     if image_size is not None:
         kwargs["img_size"] = image_size  # ViT-style models size their position embeddings
