@@ -36,6 +36,9 @@ _CACHE_BYTES = 32 << 20  # chunk cache large enough that batch appends never re-
 _BATCH = np.dtype([("processed", "<i8"), ("rows", "<i8"), ("sha256", "S64")])
 _RESUME_HINT = "re-run the same command to resume"
 _WORK = ("batches", "sources")  # bookkeeping datasets, removed from the final file
+# Everything a partial file can hold before its attrs are written: how a partial file killed in
+# its first moments is still recognised as this writer's (pipeline.outputs).
+PARTIAL_DATASETS = frozenset({"embeddings", *_WORK})
 
 
 def _log(msg: str) -> None:

@@ -64,18 +64,21 @@ def _is_embeddings(path: Path) -> bool:
 
 def _is_partial(path: Path) -> bool:
     """linprobe's partial embeddings file, or one torn by a kill before its first flush (empty,
-    or an HDF5 file that cannot be opened; the writer starts such a file over)."""
+    an HDF5 file that cannot be opened, or one holding only the writer's datasets so far; the
+    writer starts such a file over)."""
     if _is_embeddings(path) or path.stat().st_size == 0:
         return True
     if not _head(path, 8).startswith(b"\x89HDF\r\n\x1a\n"):
         return False
     import h5py
 
+    from linprobe.features.writer import PARTIAL_DATASETS
+
     try:
-        h5py.File(path, "r").close()
+        with h5py.File(path, "r") as f:
+            return set(f) <= PARTIAL_DATASETS
     except Exception:  # torn: not a complete HDF5 file of anyone
         return True
-    return False
 
 
 def _is_probe(path: Path) -> bool:
@@ -195,8 +198,9 @@ def _check_not_input(out: Output, inputs: list[tuple[str, Path]]) -> None:
                              f"over its inputs")
 
 
-def _check_location(out: Output) -> None:
-    """The folder that will hold ``out`` exists or can be created, and can be written."""
+def _check_location(out: Output, created: list[Path]) -> None:
+    """The folder that will hold ``out`` exists or can be created, and can be written; the
+    folders made for it are appended to ``created`` (outermost first)."""
     if out.kind == "folder":
         if out.path.exists() and not out.path.is_dir():
             raise _fail(out, "exists and is not a folder")
@@ -216,8 +220,10 @@ def _check_location(out: Output) -> None:
         raise _fail(out, f"{existing} cannot be written ("
                          f"{'read-only file system' if ro else 'permission denied'})",
                     f"choose another {out.flag} or make the folder writable")
+    missing = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        created += [p for p in reversed(missing) if p not in created]
     except OSError as exc:
         raise _fail(out, f"cannot create folder {folder} ({exc.strerror})") from None
 
@@ -291,13 +297,19 @@ def _lock(out: Output, stack: contextlib.ExitStack) -> None:
     record = _owner_record()
 
     def write_owner(fd: int) -> None:  # the held descriptor: replace the last holder's record
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        except OSError:  # a full disk: the record only informs, the lock holds without it
+            pass
 
     path = lock_path(out.path)
     lock = FileLock(str(path), blocking=False, on_acquired=write_owner)
     try:
         stack.enter_context(lock)
+        # A run leaves no lock file behind. Unlinked while still held: a run that opened the old
+        # file meanwhile sees it unlinked once it gets the lock, and filelock retries on a new one.
+        stack.callback(path.unlink, missing_ok=True)
     except Timeout:
         raise _fail(out, f"another linprobe run is writing it ({_describe_owner(path)})",
                     "wait for that run to finish, or stop it; two runs must not write one "
@@ -315,15 +327,27 @@ def claim_outputs(command: str, args: argparse.Namespace) -> Iterator[None]:
     outputs, inputs, locked = _plan(command, args)
     for out in outputs:
         _check_not_input(out, inputs)
-    for out in outputs:
-        _check_location(out)
-    partials = outputs[1:] if command == "extract" else []
-    for out in outputs:
-        if out not in partials:  # a live partial is only looked at under the lock
-            _check_replaceable(out)
+    created: list[Path] = []
     with contextlib.ExitStack() as stack:
+        # Last out: folders made for the outputs go again if the run put nothing in them.
+        stack.callback(_remove_empty, created)
+        for out in outputs:
+            _check_location(out, created)
+        partials = outputs[1:] if command == "extract" else []
+        for out in outputs:
+            if out not in partials:  # a live partial is only looked at under the lock
+                _check_replaceable(out)
         for out in locked:
             _lock(out, stack)
         for out in partials:
             _check_replaceable(out)
         yield
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (outermost first) that is empty, innermost first."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run wrote there), or already gone
+            pass
