@@ -9,10 +9,14 @@ under the watched folders).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +33,53 @@ class Result:
 
 def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 300) -> Result:
-    """``python -m linprobe.pipeline.cli ARGS`` in a subprocess (no stdin, LINPROBE_DEBUG unset)."""
+    """``linprobe ARGS`` in its own process (no stdin, LINPROBE_DEBUG unset): a child forked by
+    the pre-imported zygote (see ``zygote.py``), or with LINPROBE_TEST_FRESH=1 a fresh
+    ``python -m linprobe.pipeline.cli``."""
     full_env = {k: v for k, v in os.environ.items() if k != "LINPROBE_DEBUG"}
     full_env.update(env or {})
-    r = subprocess.run([sys.executable, "-m", "linprobe.pipeline.cli", *map(str, args)],
-                       capture_output=True, text=True, cwd=cwd, env=full_env,
-                       stdin=subprocess.DEVNULL, timeout=timeout)
-    return Result(r.returncode, r.stdout, r.stderr)
+    argv = [str(a) for a in args]
+    if os.environ.get("LINPROBE_TEST_FRESH"):
+        r = subprocess.run([sys.executable, "-m", "linprobe.pipeline.cli", *argv],
+                           capture_output=True, text=True, cwd=cwd, env=full_env,
+                           stdin=subprocess.DEVNULL, timeout=timeout)
+        return Result(r.returncode, r.stdout, r.stderr)
+    return _ZYGOTE.run(argv, cwd or Path.cwd(), full_env, timeout)
+
+
+class _Zygote:
+    """The client side of ``zygote.py``: started on first use, restarted if it died."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            env = {k: v for k, v in os.environ.items() if k != "LINPROBE_DEBUG"}
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("zygote.py"))], cwd=REPO, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        return self.proc
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> Result:
+        proc = self._start()
+        with tempfile.TemporaryDirectory(prefix="linprobe-cli-") as tmp:
+            out, err = Path(tmp) / "out", Path(tmp) / "err"
+            mask = os.umask(0o022)
+            os.umask(mask)  # the caller's umask, as a subprocess would inherit it
+            proc.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env, "umask": mask,
+                                         "out": str(out), "err": str(err)}) + "\n")
+            pid = int(proc.stdout.readline())
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            if not ready:
+                os.killpg(pid, signal.SIGKILL)
+                proc.stdout.readline()
+                raise subprocess.TimeoutExpired(["linprobe", *argv], timeout)
+            code = int(proc.stdout.readline())
+            return Result(code, out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+_ZYGOTE = _Zygote()
 
 
 def snapshot(roots: Iterable[Path]) -> dict[str, tuple[int, int, str]]:
