@@ -230,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except KeyboardInterrupt:
-        interrupted()   # the stage's own cleanup has run; exit 130 at once
+    except KeyboardInterrupt as exc:
+        # The stage's own cleanup has run (locks released, partial files kept to resume); a
+        # worker thread may still be inside a solver, so exit 130 at once.
+        interrupted(getattr(exc, "what", None))
     except (ValueError, FileNotFoundError, NotADirectoryError, LookupError, WriteError) as exc:
         # Bad input: one clear line (the message names the file/param and the fix);
         # LINPROBE_DEBUG=1 shows the traceback for bug reports.

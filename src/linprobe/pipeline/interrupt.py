@@ -4,7 +4,8 @@ Python runs signal handlers only in the main thread, between bytecodes. A Linear
 (liblinear), the lbfgs line search or a large BLAS call can stay inside C for minutes, so a
 plain ``KeyboardInterrupt`` arrives only when the call returns. liblinear and BLAS release the
 GIL, so :func:`run_interruptibly` runs the work in a daemon worker thread while the main thread
-waits in short, interruptible joins; on SIGINT it reports and ends the process at once with
+waits in short, interruptible joins; on SIGINT it raises :class:`StageInterrupted`, so the
+caller's cleanup (locks, folders it made) runs, and the CLI then ends the process at once with
 ``os._exit(130)``. The worker is abandoned mid-call: every artifact is written to a temporary
 name and renamed when complete (``linprobe.models.persist``), so nothing partial is left under a
 final name.
@@ -21,6 +22,14 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the stage ``what`` (e.g. "train"), raised in the main thread."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 def interrupted(what: str | None = None) -> None:
@@ -53,7 +62,7 @@ def run_interruptibly(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any
         while worker.is_alive():
             worker.join(0.1)   # timed waits let the main thread run the SIGINT handler
     except KeyboardInterrupt:
-        interrupted(what)
+        raise StageInterrupted(what) from None
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
