@@ -257,3 +257,14 @@ def test_manifest_with_one_class_is_refused(tmp_path):
     expect_error(extract(csv, tmp_path / "e.h5"),
                  [r"manifest .*m\.csv has only 1 class \('tshirt'\)", r"at least 2 classes"],
                  watch=[tmp_path])
+
+
+def test_check_lists_left_out_files_before_any_work(folder: Path, tmp_path: Path) -> None:
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "train" / "loose.png").write_bytes((folder / "train" / "tshirt").iterdir()
+                                                 .__next__().read_bytes())
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  path: {folder}\nbackbones:\n  r18:\n    spec: "
+                      "torchvision:resnet18:none\nprobes:\n  logreg: {}\n")
+    r = expect_ok(["check", "--params", params], watch=[folder, params])
+    assert "linprobe: warning:" in r.err and "notes.txt" in r.err and "loose.png" in r.err

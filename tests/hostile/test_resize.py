@@ -187,3 +187,11 @@ def test_resume_with_another_mode_discards_the_partial(tmp_path, second):
     else:
         assert "discarding" in r.err and "another backbone, preprocessing or dataset" in r.err
         assert es.attrs["resumed_from"] == 0 and not partial.exists()
+
+
+@pytest.mark.parametrize("mode, warns", [("crop", True), ("pad", False)])
+def test_check_gives_the_crop_warning_before_any_work(wide, tmp_path, mode, warns):
+    params = _params(tmp_path, wide, f"  image_size: 32\n  resize: {mode}")
+    r = expect_ok(["check", "--params", params], watch=[wide, params])
+    assert (WARNING in r.err) == warns and ("extract.resize: pad" in r.err) == warns
+    assert "OK (1 backbones x 1 probes)" in r.out
