@@ -16,7 +16,6 @@ from linprobe.features.croploss import (CUT_KEEP, WARN_SHARE, crop_loss, crop_lo
 from linprobe.features.extract import extract_embeddings
 from linprobe.features.loader import DecodedBatches, to_input
 from linprobe.features.store import read_embeddings
-from linprobe.pipeline.params import RESIZE
 from tests.features.imagedata import fashion_mnist
 
 R18 = "torchvision:resnet18:none"
@@ -115,7 +114,6 @@ def test_preprocess_records_the_mode():
     assert PRE.pad_colour == (124, 116, 104)  # round(mean * 255)
     with pytest.raises(ValueError, match=r"'resize_mode' parameter of Preprocess must be one of"):
         Preprocess(64, 56, PRE.mean, PRE.std, "bilinear", resize_mode="letterbox")
-    assert RESIZE == RESIZE_MODES  # params.py keeps its own copy to stay torch-free
 
 
 def test_crop_loss_values():

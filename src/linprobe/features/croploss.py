@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# The modes of Preprocess.resize_mode / extract.resize (defined here, torch-free, for params.py).
+RESIZE_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
 CUT_KEEP = 0.6  # an image is cut when the crop keeps <= 60% of what it keeps of a square image
 WARN_SHARE = 0.10  # warn when at least this share of the measured images is cut
 SAMPLE = 10_000  # header reads at most this many images (evenly spaced) per dataset

@@ -16,7 +16,7 @@ from linprobe.diskio import WriteError
 from linprobe.pipeline.interrupt import interrupted, run_interruptibly
 from linprobe.pipeline.outputs import claim_outputs
 from linprobe.pipeline.params import (
-    DEVICES, ON_ERROR, PRECISIONS, RESIZE, ParamsError, load_params,
+    DEVICES, ON_ERROR, PRECISIONS, RESIZE_MODES, ParamsError, load_params,
 )
 
 
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, type=Path, help="output .h5 file")
     ex.add_argument("--image-size", type=_image_size, default=None,
                     help="input size in px (default: the weights' own)")
-    ex.add_argument("--resize", choices=RESIZE, default="crop",
+    ex.add_argument("--resize", choices=RESIZE_MODES, default="crop",
                     help="non-square images: centre crop (the weights' protocol), pad (letterbox "
                          "the whole image) or stretch (default: crop)")
     ex.add_argument("--batch-size", type=_positive_int, default=64)

@@ -13,10 +13,11 @@ from typing import Any
 
 import yaml
 
+from linprobe.features.croploss import RESIZE_MODES
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 ON_ERROR = ("fail", "skip")
-RESIZE = ("crop", "pad", "stretch")  # = features.backbones.preprocess.RESIZE_MODES (no torch here)
 # dvc.yaml interpolates these values into shell command lines (see its header), so each is
 # either restricted to characters no shell interprets or single-quoted there:
 # - backbone and probe names become file and DVC stage names (extract@<name>, train@<b>-<p>);
@@ -135,7 +136,7 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error"})
     extract = ExtractParams(
         image_size=e.get("image_size", int, None, low=8, high=4096),
-        resize=e.get("resize", str, "crop", choices=RESIZE),
+        resize=e.get("resize", str, "crop", choices=RESIZE_MODES),
         batch_size=e.get("batch_size", int, 64, low=1, high=65536),
         device=e.get("device", str, "auto", choices=DEVICES),
         precision=e.get("precision", str, "auto", choices=PRECISIONS),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
 # How a non-square image becomes the square model input. crop: short side to ``resize``, centre
 # crop (the weights' own evaluation protocol); pad: long side to ``crop``, letterboxed with the
 # mean colour (keeps the whole image); stretch: straight to crop x crop (ignores aspect ratio).
-RESIZE_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
+from linprobe.features.croploss import RESIZE_MODES
+
+INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
