@@ -101,7 +101,6 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from linprobe.reports.build import build_report, write_learning_curves
-
     from linprobe.reports.collect import stale_runs
 
     only = None
@@ -112,7 +111,7 @@ def _report(args: argparse.Namespace) -> None:
         only = (set(params.backbones), set(params.probes))
         stale = stale_runs(args.artifacts, only)
         if stale:
-            print(f"linprobe: {len(stale)} stale run(s) not in {params.source} left out of the "
+            print(f"linprobe: warning: {len(stale)} stale run(s) not in {params.source} left out of the "
                   f"report: {', '.join(stale)}", file=sys.stderr)
 
     def work() -> Path:
