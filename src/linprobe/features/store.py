@@ -24,9 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-SPLIT_CODES: dict[str, int] = {name: code for code, name in enumerate(SPLITS)}
-TASKS: tuple[str, ...] = ("multiclass", "multilabel")
+from linprobe.schema import SPLIT_CODES, SPLITS, TASKS  # noqa: F401  (re-exported)
 
 _JSON_PREFIX = "json:"
 

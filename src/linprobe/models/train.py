@@ -27,7 +27,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from linprobe.features.scan import require_classes
-from linprobe.features.store import TASKS, EmbeddingSet, read_embeddings
+from linprobe.features.store import EmbeddingSet, read_embeddings
+from linprobe.schema import HEADLINE, TASKS
 
 from . import metrics as M
 from .fewshot import few_shot_curve
@@ -41,7 +42,6 @@ from .uncertainty import bootstrap_ci
 CI_METRICS = {"multiclass": {"accuracy": lambda y, p: float(np.mean(y == p)),
                              "balanced_accuracy": M.balanced_accuracy, "macro_f1": M.macro_f1},
               "multilabel": {"mAP": M.mean_ap}}
-HEADLINE = {"multiclass": "accuracy", "multilabel": "mAP"}
 
 
 def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
