@@ -20,6 +20,7 @@ from linprobe.features.store import EmbeddingSet, read_embeddings
 from linprobe.models.persist import write_csv, write_text
 from linprobe.reports import sections
 from linprobe.reports.collect import Only, load_backbone_attrs, load_runs, stale_runs
+from linprobe.reports.gallery import Thumbnails
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # Every report carries <meta name="generator" content="linprobe X.Y.Z">: how linprobe recognises
@@ -153,6 +154,7 @@ def build_report(
     if params_file is not None and Path(params_file).is_file():
         params_text = Path(params_file).read_text(encoding="utf-8", errors="replace")
     board = sections.leaderboard(runs, attrs)
+    thumbnails = Thumbnails()  # this build's cache: images may change on disk between builds
     context = {
         "title": "linprobe report",
         "generator": f"{GENERATOR} {__version__}",
@@ -170,8 +172,8 @@ def build_report(
         "summary": summary,
         "learning_curves": sections.learning_curves(runs),
         "views": views,
-        "runs": [sections.run_detail(r, data_roots.get(r.backbone), gallery_limit=gallery_limit)
-                 for r in runs],
+        "runs": [sections.run_detail(r, data_roots.get(r.backbone), gallery_limit=gallery_limit,
+                                     thumbnails=thumbnails) for r in runs],
         "backbones": [{"name": b, "attrs": attrs[b]} for b in backbones],
     }
     # Temp file + rename: a failed build leaves the previous report untouched.

@@ -1,7 +1,9 @@
 """Figures as ``data:image/png;base64,...`` URIs, so the HTML needs no other file.
 
-Matplotlib runs on the Agg backend with mathtext off: class names are user data and a ``$`` in
-one must not be parsed as LaTeX. The confusion-matrix image skips matplotlib entirely (a
+Figures are drawn with matplotlib's object API (``Figure`` rendered to PNG by Agg on save): no
+pyplot, no ``matplotlib.use``, so importing linprobe leaves the backend of a notebook or
+application alone. Mathtext is off: class names are user data and a ``$`` in one must not be
+parsed as LaTeX. The confusion-matrix image skips matplotlib entirely (a
 colour-mapped array scaled up with nearest-neighbour) because a report may hold 100 of them.
 """
 
@@ -13,12 +15,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless; must precede pyplot
-import matplotlib.lines  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.lines
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
 
 _RC = {"text.parse_math": False, "font.size": 9, "axes.spines.top": False,
        "axes.spines.right": False, "svg.fonttype": "none"}
@@ -30,16 +31,17 @@ def png_uri(data: bytes) -> str:
 
 
 @contextmanager
-def _figure(width: float, height: float) -> Iterator[tuple[plt.Figure, plt.Axes]]:
-    with plt.rc_context(_RC):
-        fig, ax = plt.subplots(figsize=(width, height), dpi=96)
-        try:
-            yield fig, ax
-        finally:
-            plt.close(fig)
+def _figure(width: float, height: float) -> Iterator[tuple[Figure, Axes]]:
+    """A standalone Figure (not registered with pyplot, freed when dropped) and its one Axes.
+
+    The style applies while the figure is built and saved (``_fig_uri`` is called inside).
+    """
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(width, height), dpi=96)
+        yield fig, fig.subplots()
 
 
-def _fig_uri(fig: plt.Figure) -> str:
+def _fig_uri(fig: Figure) -> str:
     """PNG data URI of a figure, reduced to a 256-colour palette.
 
     Plots use few colours; the palette makes the PNGs 3-4x smaller (a report can hold

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import sys
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from linprobe.reports.collect import Predictions
 from linprobe.reports.figures import png_uri
 
 
-@lru_cache(maxsize=4096)
 def thumbnail_uri(data_root: str, image_id: str, size: int = 64) -> str | None:
     """PNG data URI of ``data_root/image_id`` shrunk to at most size x size; None if unreadable.
 
@@ -48,13 +46,35 @@ def thumbnail_uri(data_root: str, image_id: str, size: int = 64) -> str | None:
     return png_uri(buf.getvalue())
 
 
+class Thumbnails:
+    """Thumbnails of one report build: each image is read once, however many runs show it.
+
+    One object per build (made by ``build_report``, dropped with it), so a later build reads
+    the files again and never shows images as they were before they changed on disk.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._uris: dict[tuple[str, str], str | None] = {}
+
+    def uri(self, data_root: str, image_id: str) -> str | None:
+        """:func:`thumbnail_uri` of ``data_root/image_id``, read on first use."""
+        key = (data_root, image_id)
+        if key not in self._uris:
+            self._uris[key] = thumbnail_uri(data_root, image_id, self.size)
+        return self._uris[key]
+
+
 def error_gallery(
-    preds: Predictions, task: str, data_root: str | None, *, limit: int = 12
+    preds: Predictions, task: str, data_root: str | None, *, limit: int = 12,
+    thumbnails: Thumbnails | None = None,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` misclassified test samples, most confident first.
 
     Each item: {"id", "actual", "predicted", "score" (float|None), "thumb" (data URI|None)}.
+    thumbnails: the build's thumbnail cache (None: a new one for this call).
     """
+    thumbnails = thumbnails if thumbnails is not None else Thumbnails()
     wrong = np.flatnonzero(preds.correct(task) < 1.0)
     score = np.nan_to_num(preds.score[wrong], nan=-np.inf)
     order = wrong[np.argsort(-score, kind="stable")][:limit]
@@ -66,6 +86,6 @@ def error_gallery(
             "actual": str(preds.actual[i]),
             "predicted": str(preds.predicted[i]),
             "score": None if np.isnan(s) else float(s),
-            "thumb": thumbnail_uri(data_root, str(preds.ids[i])) if data_root else None,
+            "thumb": thumbnails.uri(data_root, str(preds.ids[i])) if data_root else None,
         })
     return items

@@ -16,7 +16,7 @@ from linprobe.features.store import SPLITS, EmbeddingSet
 from linprobe.models.uncertainty import bootstrap_ci, paired_bootstrap
 from linprobe.reports import figures, stats
 from linprobe.reports.collect import Run
-from linprobe.reports.gallery import error_gallery
+from linprobe.reports.gallery import Thumbnails, error_gallery
 
 HTML_MATRIX_MAX = 25  # up to this many classes the confusion matrix is an HTML table with labels
 _KEY_ORDER = ("precision", "recall", "f1", "ap", "support")
@@ -185,8 +185,12 @@ def learning_curves(runs: list[Run]) -> list[dict[str, Any]]:
             for lc in learning_curves_data(runs)]
 
 
-def run_detail(run: Run, data_root: str | None, *, gallery_limit: int) -> dict[str, Any]:
-    """Confusion matrix, per-class metrics, confused pairs, gallery; AP/PR for multi-label."""
+def run_detail(run: Run, data_root: str | None, *, gallery_limit: int,
+               thumbnails: Thumbnails | None = None) -> dict[str, Any]:
+    """Confusion matrix, per-class metrics, confused pairs, gallery; AP/PR for multi-label.
+
+    thumbnails: the build's thumbnail cache (see ``gallery.Thumbnails``).
+    """
     m = run.metrics
     names = [str(n) for n in m.get("class_names") or []]
     out: dict[str, Any] = {"backbone": run.backbone, "probe": run.probe, "task": run.task,
@@ -215,6 +219,7 @@ def run_detail(run: Run, data_root: str | None, *, gallery_limit: int) -> dict[s
             out["ap_bars"] = figures.ap_bars_uri(ap_names, [per_class[n]["ap"] for n in ap_names])
         if run.section("pr_curves"):
             out["pr_curves"] = figures.pr_curves_uri(run.section("pr_curves"))
-    out["gallery"] = (error_gallery(run.predictions, run.task, data_root, limit=gallery_limit)
+    out["gallery"] = (error_gallery(run.predictions, run.task, data_root, limit=gallery_limit,
+                                    thumbnails=thumbnails)
                       if run.predictions is not None else None)
     return out
