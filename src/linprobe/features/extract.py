@@ -15,6 +15,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -259,6 +261,18 @@ def extract_embeddings(
         )
 
 
+@contextmanager
+def cudnn_autotune(dev: torch.device) -> Iterator[None]:
+    """cuDNN benchmarks kernels for this run's fixed input size (on CUDA); the caller's
+    ``torch.backends.cudnn.benchmark`` is restored on exit, also after an error."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = saved or dev.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def _run(
     model: torch.nn.Module | None,
     ds: ImageDataset,
@@ -291,7 +305,8 @@ def _run(
             pin_memory=dev.type == "cuda",
         )
         rows = forward_rows(model, dev, pre.crop, batch_size)
-        _loop(model, loader, paths, writer, pre, dev, prec, rows, on_error, progress)
+        with cudnn_autotune(dev):
+            _loop(model, loader, paths, writer, pre, dev, prec, rows, on_error, progress)
 
 
 def _loop(
@@ -309,8 +324,6 @@ def _loop(
     """Normalise -> forward (``rows`` images per call) -> append for each batch ``loader``
     yields, from writer.start."""
     start, n = writer.start, len(paths)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest
     scale, shift = normaliser(pre.mean, pre.std, dev)
     bar = tqdm(total=n, initial=start, unit="img", desc=writer.path.stem, disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
