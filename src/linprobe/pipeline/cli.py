@@ -125,9 +125,9 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def cmd_backbones(args: argparse.Namespace) -> None:
-    from linprobe.features.backbones import format_backbones, list_backbones
+    from linprobe.features.backbones import DEFAULT_LISTED, format_backbones, list_backbones
 
-    families = ("lite", "torchvision") + (("timm",) if args.timm else ())
+    families = DEFAULT_LISTED + (("timm",) if args.timm else ())
     rows = list_backbones(families, pattern=args.pattern, include_random=args.random)
     print(format_backbones(rows))
 

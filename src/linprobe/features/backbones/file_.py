@@ -28,7 +28,10 @@ from typing import Any
 
 import torch
 
+from linprobe.features.backbones import torchvision_
 from linprobe.features.backbones.preprocess import Preprocess
+from linprobe.features.backbones.torchvision_ import unpickle_reason
+from linprobe.features.backbones.types import LoadedNet, UnknownBackboneError
 
 HOW_TO_CONVERT = (
     "Convert it in an environment that trusts the model: torch.save({'arch': "
@@ -123,14 +126,6 @@ def detect_format(path: str) -> str:
     if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
         return "checkpoint"  # a legacy torch.save file; torch.load(weights_only=True) reads it
     raise _refuse(path, _describe(head), "linprobe reads torch.save checkpoints and safetensors files.")
-
-
-def unpickle_reason(err: Exception) -> str:
-    """The useful line of torch's weights_only error (without its advice to allow-list globals)."""
-    text = str(err)
-    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    reason = found.group(1) if found else text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return reason.split(". Please use")[0].split(" was not an allowed global")[0]
 
 
 def _read_torch(path: str) -> Any:
@@ -251,10 +246,7 @@ def validate(path: str, ckpt: Any) -> Checkpoint:
 
 
 def load_file(path: str) -> Checkpoint:
-    """The validated checkpoint in ``path``; nothing from the file is run.
-
-    The registry builds ``arch`` and loads ``state_dict`` into it strictly.
-    """
+    """The validated checkpoint in ``path``; nothing from the file is run (:func:`load` builds it)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Backbone file not found: {path!r} (from spec 'file:{path}'). Give the path of a "
@@ -263,3 +255,35 @@ def load_file(path: str) -> Checkpoint:
     if detect_format(path) == "safetensors":
         return validate(path, _read_safetensors(path))
     return validate(path, _read_torch(path))
+
+
+def check(path: str, weights: None = None) -> None:
+    """Read and check ``path`` as :func:`load` would, without building the model."""
+    load_file(path)
+
+
+def load(path: str, weights: None = None, *, image_size: int | None = None, offline: bool = True) -> LoadedNet:
+    """``file:<path>``: its torchvision ``arch`` (random init) with its state dict loaded strictly.
+
+    ``weights`` is always None (the spec's path keeps any ':'); ``offline`` does not apply.
+    """
+    ckpt = load_file(path)
+    arch = ckpt.arch.split(":")[1]  # validate() checked 'torchvision:<model>[:<weights>]'
+    try:
+        loaded = torchvision_.load_torchvision(
+            arch, torchvision_.NO_WEIGHTS, image_size=image_size, num_classes=ckpt.num_classes
+        )
+    except UnknownBackboneError as err:
+        raise UnknownBackboneError(f"Backbone file {ckpt.path!r}: 'arch': {err}") from err
+    try:
+        loaded.net.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"Backbone file {ckpt.path!r}: 'state_dict' does not fit 'arch' {ckpt.arch!r} with "
+            f"{ckpt.num_classes} classes (set 'num_classes' if the head differs): {err}"
+        ) from err
+    if ckpt.preprocess is not None:
+        loaded.preprocess = ckpt.preprocess.with_image_size(image_size)
+    loaded.spec = f"file:{os.path.abspath(ckpt.path)}"
+    loaded.weights = os.path.basename(ckpt.path)
+    return loaded

@@ -1,50 +1,58 @@
-"""``list_backbones``: what can be loaded, its embedding size, and whether its weights are on disk."""
+"""Rows for ``list_backbones``: what each family can load, its embedding size, and whether its
+weights are on disk. Models are built on the meta device (shapes only: no memory, no init)."""
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import functools
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torchvision
+from torch.overrides import TorchFunctionMode
 
 from linprobe.features.backbones import lite, timm_, torchvision_
 from linprobe.features.backbones.efficientnet_lite import LITE_CONFIGS, EfficientNetLite
 
-DEFAULT_FAMILIES: tuple[str, ...] = ("lite", "torchvision")
+M = TypeVar("M", bound=torch.nn.Module)
+# Factories that allocate storage (parameters, buffers); value factories (arange, linspace,
+# tensor) are left out on purpose, see _AllocateOnMeta.
+_ALLOCATORS = frozenset({torch.empty, torch.empty_strided, torch.zeros, torch.ones, torch.full,
+                         torch.rand, torch.randn, torch.randint})
 
 
-@contextlib.contextmanager
-def _empty_weights() -> Iterator[None]:
-    """Build modules with parameters/buffers on the meta device (shapes only, no memory or init).
+class _AllocateOnMeta(TorchFunctionMode):
+    """Allocating factories default to the meta device; computed values stay on the CPU.
 
-    Unlike ``with torch.device("meta")`` this leaves the constructors' own arithmetic on the CPU
-    (regnet computes its widths with tensors and .tolist()).
+    For constructors that read tensor values back (regnet computes its stage widths with
+    ``torch.arange`` and ``.tolist()``), which ``with torch.device("meta")`` cannot build.
+    Like that context, a function mode is local to the thread that enters it.
     """
-    register_parameter = torch.nn.Module.register_parameter
-    register_buffer = torch.nn.Module.register_buffer
 
-    def to_meta_param(self, name, param):
-        if param is not None:
-            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        register_parameter(self, name, param)
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _ALLOCATORS and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
 
-    def to_meta_buffer(self, name, tensor, persistent=True):
-        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
 
-    torch.nn.Module.register_parameter = to_meta_param
-    torch.nn.Module.register_buffer = to_meta_buffer
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # googlenet/inception init notices
-            yield
-    finally:
-        torch.nn.Module.register_parameter = register_parameter
-        torch.nn.Module.register_buffer = register_buffer
+def build_on_meta(build: Callable[[], M]) -> M:
+    """``build()`` with its parameters and buffers on the meta device (this thread only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # googlenet/inception init notices
+        try:
+            with torch.device("meta"):
+                return build()
+        except (NotImplementedError, RuntimeError):  # "Cannot copy out of meta tensor"
+            with _AllocateOnMeta():
+                return build()
+
+
+def _count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
 
 
 def _row(spec: str, family: str, model: str, weights: str, dim: int, params: int, path: str | None) -> dict:
@@ -64,30 +72,32 @@ def _matching(names: list[str] | tuple[str, ...], pattern: str | None) -> list[s
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
-def _lite_rows(pattern: str | None) -> list[dict]:
+def lite_rows(pattern: str | None, include_random: bool = False) -> list[dict]:
+    """``lite:`` specs (pip-packaged weights only; ``include_random`` does not apply)."""
     rows = []
     for name in _matching(lite.LITE_MODELS, pattern):
-        with _empty_weights():
-            net = EfficientNetLite(LITE_CONFIGS[name])
-        params = sum(p.numel() for p in net.parameters())
-        rows.append(_row(f"lite:{name}", "lite", name, "imagenet", net._fc.in_features, params, lite.weights_path(name)))
+        net = build_on_meta(functools.partial(EfficientNetLite, LITE_CONFIGS[name]))
+        rows.append(_row(f"lite:{name}", "lite", name, "imagenet", net._fc.in_features, _count(net),
+                         lite.weights_path(name)))
     return rows
 
 
+# A process-wide cache is right here: the answer depends only on the installed torchvision
+# (no files, no user data), and building all ~80 models takes seconds.
 @functools.lru_cache(maxsize=None)
-def _torchvision_shape(name: str) -> tuple[int, int]:
-    """(embedding dim, random-init parameter count) of a torchvision model, from a weightless build."""
-    with _empty_weights():
-        net = torchvision.models.get_model(name, weights=None)
+def torchvision_shape(name: str) -> tuple[int, int]:
+    """(embedding dim, random-init parameter count) of a torchvision model, from a meta build."""
+    net = build_on_meta(functools.partial(torchvision.models.get_model, name, weights=None))
     _, _, head = torchvision_.find_head(net)
     dim = head.in_features if isinstance(head, torch.nn.Linear) else head.in_channels
-    return dim, sum(p.numel() for p in net.parameters())
+    return dim, _count(net)
 
 
-def _torchvision_rows(pattern: str | None, include_random: bool) -> list[dict]:
+def torchvision_rows(pattern: str | None, include_random: bool = False) -> list[dict]:
+    """``torchvision:<model>:<WEIGHTS>`` specs, plus ``:none`` when ``include_random``."""
     rows = []
     for name in _matching(torchvision_.model_names(), pattern):
-        dim, random_params = _torchvision_shape(name)
+        dim, random_params = torchvision_shape(name)
         for weights in torchvision.models.get_model_weights(name):
             params = int(weights.meta.get("num_params", 0))
             path = torchvision_.weights_file(weights)
@@ -99,41 +109,15 @@ def _torchvision_rows(pattern: str | None, include_random: bool) -> list[dict]:
     return rows
 
 
-def _timm_rows(pattern: str | None) -> list[dict]:
+def timm_rows(pattern: str | None, include_random: bool = False) -> list[dict]:
+    """``timm:<model>`` specs (default weights); give a ``pattern``, timm has over 1000 models."""
     timm = timm_.import_timm()
     rows = []
     for name in timm.list_models(pattern or "*", pretrained=False):
-        with _empty_weights():
-            net = timm.create_model(name, pretrained=False)
-        params = sum(p.numel() for p in net.parameters())
+        net = build_on_meta(functools.partial(timm.create_model, name, pretrained=False))
         dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
         path, _ = timm_.cached_weights(name)
-        rows.append(_row(f"timm:{name}", "timm", name, "default", dim, params, path))
-    return rows
-
-
-def list_backbones(
-    families: tuple[str, ...] = DEFAULT_FAMILIES, *, pattern: str | None = None, include_random: bool = False
-) -> list[dict]:
-    """One dict per loadable spec: spec, family, model, weights, embed_dim, num_params, offline, weights_path.
-
-    families: any of 'lite', 'torchvision', 'timm' (timm must be installed; with ``pattern`` to
-        keep the list short). pattern: shell-style filter on the model name, e.g. 'resnet*'.
-    include_random: also list ``torchvision:<model>:none`` (random init, always offline).
-    """
-    unknown = set(families) - {"lite", "torchvision", "timm"}
-    if unknown:
-        raise ValueError(
-            f"The 'families' parameter of list_backbones must contain only 'lite', 'torchvision', "
-            f"'timm'. Got {sorted(unknown)} instead."
-        )
-    rows: list[dict] = []
-    if "lite" in families:
-        rows += _lite_rows(pattern)
-    if "torchvision" in families:
-        rows += _torchvision_rows(pattern, include_random)
-    if "timm" in families:
-        rows += _timm_rows(pattern)
+        rows.append(_row(f"timm:{name}", "timm", name, "default", dim, _count(net), path))
     return rows
 
 

@@ -62,6 +62,17 @@ def check_weights(name: str) -> str:
     return path
 
 
+def check(name: str, weights: str | None = None) -> None:
+    """What loading ``lite:<name>`` would refuse, without loading: a weights part, an unknown
+    model, a weights package not installed."""
+    if weights is not None:
+        raise UnknownBackboneError(
+            f"'lite:' backbones take no weights part (ImageNet weights ship with the package). "
+            f"Got 'lite:{name}:{weights}'."
+        )
+    check_weights(name)
+
+
 def build_lite(name: str, *, same_padding: bool = True) -> EfficientNetLite:
     """The full classifier (B, 3, H, W) -> (B, 1000) with ImageNet weights loaded (strict)."""
     path = check_weights(name)
@@ -85,11 +96,15 @@ def _split_lite(net: EfficientNetLite) -> tuple[torch.nn.Module, torch.nn.Module
     return _LiteFeatures(net), net._fc, net._fc.in_features
 
 
-def load_lite(name: str, *, image_size: int | None = None) -> LoadedNet:
+def load_lite(
+    name: str, weights: str | None = None, *, image_size: int | None = None, offline: bool = True
+) -> LoadedNet:
     """EfficientNet-Lite classifier; its embedding (B, 1280) is the input of ``_fc``.
 
     The network is fully convolutional, so ``image_size`` only changes the preprocessing.
+    ``weights`` must be None; ``offline`` does not apply (the weights are a pip package).
     """
+    check(name, weights)
     return LoadedNet(
         spec=f"lite:{name}",
         net=build_lite(name),

@@ -1,16 +1,19 @@
-"""Backbone specs -> loaded backbones: ``load_backbone`` and ``list_backbones``.
+"""Backbone specs -> loaded backbones, through one table of families.
 
-Spec grammar (DESIGN.md): ``torchvision:<model>[:<WEIGHTS>|:none]``, ``lite:efficientnet-lite0|1|2``,
-``timm:<model>[:none]``, ``file:<path>``.
+Spec grammar: ``<family>:<model>[:<weights>]``, e.g. ``torchvision:resnet18:IMAGENET1K_V1``,
+``lite:efficientnet-lite0``, ``timm:vit_small_patch16_224:augreg_in21k_ft_in1k``, ``file:<path>``
+(the path keeps any ':'). A new family is one module with ``check``/``load`` (and optionally a
+row lister in ``listing``) plus one entry in ``_TABLE``.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from linprobe.features.backbones import file_, lite, timm_, torchvision_
+from linprobe.features.backbones import file_, lite, listing, timm_, torchvision_
 from linprobe.features.backbones.layers import LayerEmbedding
 from linprobe.features.backbones.suggest import suggest
 from linprobe.features.backbones.types import (
@@ -22,23 +25,53 @@ from linprobe.features.backbones.types import (
     freeze,
 )
 
-FAMILIES: tuple[str, ...] = ("torchvision", "lite", "timm", "file")
+
+@dataclass(frozen=True)
+class Family:
+    """How the specs of one family are checked, loaded and listed.
+
+    check(model, weights): raises what ``load`` would (unknown model or weights, weights not on
+        disk), without loading or downloading anything.
+    load(model, weights, *, image_size, offline): the full network, frozen.
+    rows(pattern, include_random): ``list_backbones`` rows; None when the family has no
+        catalogue (``file:``).
+    listed: listed by ``list_backbones``/``linprobe backbones`` without being asked for.
+    weights_part: False when everything after '<family>:' is the model (a path may hold ':').
+    """
+
+    name: str
+    check: Callable[[str, str | None], object]
+    load: Callable[..., LoadedNet]
+    rows: Callable[[str | None, bool], list[dict]] | None = None
+    listed: bool = False
+    weights_part: bool = True
+
+
+_TABLE: dict[str, Family] = {f.name: f for f in (
+    Family("lite", lite.check, lite.load_lite, listing.lite_rows, listed=True),
+    Family("torchvision", torchvision_.check, torchvision_.load_torchvision, listing.torchvision_rows,
+           listed=True),
+    Family("timm", timm_.check_weights, timm_.load_timm, listing.timm_rows),
+    Family("file", file_.check, file_.load, weights_part=False),
+)}
+FAMILIES: tuple[str, ...] = tuple(_TABLE)
+DEFAULT_LISTED: tuple[str, ...] = tuple(name for name, f in _TABLE.items() if f.listed)
 
 
 def parse_spec(spec: str) -> tuple[str, str, str | None]:
     """'family:model[:weights]' -> (family, model, weights or None). ``file:`` keeps the whole path."""
     if not isinstance(spec, str) or ":" not in spec:
         raise UnknownBackboneError(
-            f"Backbone spec must look like 'family:model' with family one of {FAMILIES} "
+            f"Backbone spec must look like 'family:model' with family one of {tuple(_TABLE)} "
             f"(e.g. 'torchvision:resnet18', 'lite:efficientnet-lite0'). Got {spec!r} instead."
         )
     family, _, rest = spec.partition(":")
-    if family not in FAMILIES:
+    if family not in _TABLE:
         raise UnknownBackboneError(
-            f"Unknown backbone family {family!r} in spec {spec!r}. Known: {', '.join(FAMILIES)}."
-            + suggest(family, FAMILIES)
+            f"Unknown backbone family {family!r} in spec {spec!r}. Known: {', '.join(_TABLE)}."
+            + suggest(family, _TABLE)
         )
-    if family == "file":
+    if not _TABLE[family].weights_part:
         return family, rest, None
     model, _, weights = rest.partition(":")
     if not model:
@@ -49,60 +82,9 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 def check_spec(spec: str) -> None:
     """Parse ``spec`` and check, without loading or downloading anything, that its weights are on
     disk (``lite``: the pip package; ``torchvision``/``timm``: the torch hub / Hugging Face cache;
-    ``file``: the file). Raises the errors :func:`load_backbone` would, naming the fix."""
+    ``file``: the file, read and checked). Raises the errors :func:`load_backbone` would."""
     family, model, weights = parse_spec(spec)
-    if family == "lite":
-        if weights is not None:
-            raise UnknownBackboneError(_LITE_NO_WEIGHTS.format(spec=spec))
-        lite.check_weights(model)
-    elif family == "torchvision":
-        resolved = torchvision_.resolve_weights(model, weights)
-        if resolved is not None:
-            torchvision_.check_offline(model, resolved)
-    elif family == "timm":
-        timm_.check_weights(model, weights)
-    else:
-        file_.load_file(model)  # format and every field checked; nothing runs, nothing is built
-
-
-_LITE_NO_WEIGHTS = ("'lite:' backbones take no weights part (ImageNet weights ship with the "
-                    "package). Got {spec!r}.")
-
-
-def _load_net(spec: str, image_size: int | None, offline: bool) -> LoadedNet:
-    family, model, weights = parse_spec(spec)
-    if family == "lite":
-        if weights is not None:
-            raise UnknownBackboneError(_LITE_NO_WEIGHTS.format(spec=spec))
-        return lite.load_lite(model, image_size=image_size)
-    if family == "torchvision":
-        return torchvision_.load_torchvision(model, weights, image_size=image_size, offline=offline)
-    if family == "timm":
-        return timm_.load_timm(model, weights, image_size=image_size, offline=offline)
-    return _load_checkpoint(file_.load_file(model), image_size)
-
-
-def _load_checkpoint(ckpt: file_.Checkpoint, image_size: int | None) -> LoadedNet:
-    """A torchvision architecture (random init) with the checkpoint's state dict loaded strictly."""
-    _, arch, _ = parse_spec(ckpt.arch)  # file_ checked it is a torchvision spec
-    try:
-        loaded = torchvision_.load_torchvision(
-            arch, "none", image_size=image_size, num_classes=ckpt.num_classes
-        )
-    except UnknownBackboneError as err:
-        raise UnknownBackboneError(f"Backbone file {ckpt.path!r}: 'arch': {err}") from err
-    try:
-        loaded.net.load_state_dict(ckpt.state_dict, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"Backbone file {ckpt.path!r}: 'state_dict' does not fit 'arch' {ckpt.arch!r} with "
-            f"{ckpt.num_classes} classes (set 'num_classes' if the head differs): {err}"
-        ) from err
-    if ckpt.preprocess is not None:
-        loaded.preprocess = ckpt.preprocess.with_image_size(image_size)
-    loaded.spec = f"file:{os.path.abspath(ckpt.path)}"
-    loaded.weights = os.path.basename(ckpt.path)
-    return loaded
+    _TABLE[family].check(model, weights)
 
 
 def _probe_dim(spec: str, model: torch.nn.Module, crop: int) -> int:
@@ -133,7 +115,8 @@ def load_backbone(
         file raises WeightsUnavailableError naming where to put it. False lets torchvision/timm
         download.
     """
-    loaded = _load_net(spec, image_size, pretrained_ok_offline)
+    family, model_name, weights = parse_spec(spec)
+    loaded = _TABLE[family].load(model_name, weights, image_size=image_size, offline=pretrained_ok_offline)
     num_params = count_params(loaded.net)
     if layer is None:
         trunk, head, dim = loaded.split(loaded.net)
@@ -152,3 +135,26 @@ def load_backbone(
         num_params=num_params,
         layer=layer,
     )
+
+
+def list_backbones(
+    families: tuple[str, ...] = DEFAULT_LISTED, *, pattern: str | None = None, include_random: bool = False
+) -> list[dict]:
+    """One dict per loadable spec: spec, family, model, weights, embed_dim, num_params, offline, weights_path.
+
+    families: names of families with a catalogue: 'lite', 'torchvision', 'timm' ('timm' must be
+        installed; give a ``pattern`` to keep its list short); rows come in table order. pattern: shell-style filter on the model name, e.g.
+        'resnet*'. include_random: also list ``torchvision:<model>:none`` (random init, offline).
+    """
+    listable = [name for name, f in _TABLE.items() if f.rows is not None]
+    unknown = sorted(set(families) - set(listable))
+    if unknown:
+        raise ValueError(
+            f"The 'families' parameter of list_backbones must contain only "
+            f"{', '.join(map(repr, listable))}. Got {unknown} instead."
+        )
+    rows: list[dict] = []
+    for name, family in _TABLE.items():
+        if name in families and family.rows is not None:
+            rows += family.rows(pattern, include_random)
+    return rows

@@ -1,4 +1,8 @@
-"""``timm:<model>[:none]`` (optional extra ``linprobe[timm]``; timm is imported lazily)."""
+"""``timm:<model>[:<tag>|:none]`` (optional extra ``linprobe[timm]``; timm is imported lazily).
+
+``<tag>`` picks one of the model's pretrained weights (``timm.list_pretrained('<model>.*')``);
+``timm:<model>.<tag>`` (timm's own spelling) is accepted too. Without one: timm's default weights.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from linprobe.features.backbones.preprocess import INTERPOLATIONS, Preprocess
 from linprobe.features.backbones.suggest import suggest
 from linprobe.features.backbones.types import LoadedNet, UnknownBackboneError, WeightsUnavailableError, freeze
 
+NO_WEIGHTS = "none"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
@@ -77,19 +82,50 @@ def _split_timm(net: nn.Module) -> tuple[nn.Module, nn.Module | None, int]:
     return _PreLogits(net), head if isinstance(head, nn.Linear) else None, dim
 
 
+def _random_init(weights: str | None) -> bool:
+    return weights is not None and weights.lower() == NO_WEIGHTS
+
+
+def pretrained_name(name: str, weights: str | None) -> str:
+    """timm's name for ``timm:<name>[:<weights>]``: '<arch>' (default weights) or '<arch>.<tag>'.
+
+    Raises UnknownBackboneError for an unknown architecture, or a tag timm has no weights for
+    (timm would otherwise fall back to the default weights without a word).
+    """
+    timm = import_timm()
+    arch, dot_tag = timm.models.split_model_name_tag(name)
+    if not timm.is_model(arch):
+        raise UnknownBackboneError(f"Unknown timm model {arch!r}." + suggest(arch, timm.list_models()))
+    if dot_tag and weights is not None and not _random_init(weights):
+        raise UnknownBackboneError(
+            f"Backbone spec 'timm:{name}:{weights}' names two weights tags. Give one: "
+            f"'timm:{arch}:{weights}' or 'timm:{name}'."
+        )
+    tag = dot_tag or ("" if weights is None or _random_init(weights) else weights)
+    if not tag:
+        return arch
+    tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*")]
+    if tag not in tags:
+        known = ", ".join(tags) if tags else "none (timm has no pretrained weights for it)"
+        raise UnknownBackboneError(
+            f"Unknown weights tag {tag!r} for timm model {arch!r}. Known tags: {known}; or "
+            f"'timm:{arch}' for the default weights, 'timm:{arch}:none' for random init."
+            + suggest(tag, tags)
+        )
+    return f"{arch}.{tag}"
+
+
 def check_weights(name: str, weights: str | None, *, offline: bool = True) -> str | None:
     """The local weights file of ``timm:<name>[:weights]`` (None: random init, or downloading
-    allowed); errors name the model or the folder where the weights belong."""
-    timm = import_timm()
-    if not timm.is_model(name):
-        known = timm.list_models()
-        raise UnknownBackboneError(f"Unknown timm model {name!r}." + suggest(name, known))
-    if not offline or (weights is not None and weights.lower() == "none"):
+    allowed); errors name the model, the tag or the folder where the weights belong."""
+    model_name = pretrained_name(name, weights)
+    if not offline or _random_init(weights):
         return None
-    path, folder = cached_weights(name)
+    path, folder = cached_weights(model_name)
     if path is None:
+        spec = f"timm:{name}" + (f":{weights}" if weights else "")
         raise WeightsUnavailableError(
-            f"Weights for 'timm:{name}' are not on disk and downloading is disabled. Put the "
+            f"Weights for {spec!r} are not on disk and downloading is disabled. Put the "
             f"Hugging Face snapshot under {folder} (HF_HOME layout), or use 'timm:{name}:none'."
         )
     return path
@@ -98,22 +134,24 @@ def check_weights(name: str, weights: str | None, *, offline: bool = True) -> st
 def load_timm(
     name: str, weights: str | None, *, image_size: int | None = None, offline: bool = True
 ) -> LoadedNet:
-    """Full timm classifier; pretrained unless ``weights`` is 'none'."""
+    """Full timm classifier; pretrained (default weights, or the tag) unless ``weights`` is 'none'."""
     timm = import_timm()
-    pretrained = weights is None or weights.lower() != "none"
+    pretrained = not _random_init(weights)
     kwargs: dict[str, Any] = {}
     path = check_weights(name, weights, offline=offline)
+    model_name = pretrained_name(name, weights)
     if path is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": path}
     if image_size is not None:
         kwargs["img_size"] = image_size  # ViT-style models size their position embeddings
     try:
-        net = timm.create_model(name, pretrained=pretrained, **kwargs)
+        net = timm.create_model(model_name, pretrained=pretrained, **kwargs)
     except TypeError:
         kwargs.pop("img_size", None)  # convnets take any size and reject the argument
-        net = timm.create_model(name, pretrained=pretrained, **kwargs)
+        net = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    suffix = (f":{weights}" if weights else "") if pretrained else f":{NO_WEIGHTS}"
     return LoadedNet(
-        spec=f"timm:{name}" + ("" if pretrained else ":none"),
+        spec=f"timm:{name}{suffix}",
         net=freeze(net),
         preprocess=timm_preprocess(net).with_image_size(image_size),
         weights=(getattr(net, "pretrained_cfg", {}) or {}).get("tag", "default") if pretrained else "none",

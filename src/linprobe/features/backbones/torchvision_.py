@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +18,6 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from linprobe.features.backbones.file_ import unpickle_reason
 from linprobe.features.backbones.preprocess import Preprocess
 from linprobe.features.backbones.suggest import suggest
 from linprobe.features.backbones.types import (
@@ -57,6 +57,13 @@ def resolve_weights(model: str, weights: str | None) -> WeightsEnum | None:
             f"Known: {', '.join(names)}, DEFAULT or none (random init)." + suggest(weights, names)
         )
     return enum[weights]
+
+
+def check(model: str, weights: str | None) -> None:
+    """What loading ``torchvision:<model>[:<weights>]`` offline would refuse, without loading."""
+    resolved = resolve_weights(model, weights)
+    if resolved is not None:
+        check_offline(model, resolved)
 
 
 def weights_file(weights: WeightsEnum) -> str:
@@ -103,6 +110,14 @@ def _build_kwargs(
     if image_size is not None and model.startswith("maxvit_"):
         kwargs["input_size"] = (image_size, image_size)
     return kwargs
+
+
+def unpickle_reason(err: Exception) -> str:
+    """The useful line of torch's weights_only error (without its advice to allow-list globals)."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    reason = found.group(1) if found else text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return reason.split(". Please use")[0].split(" was not an allowed global")[0]
 
 
 @contextmanager
