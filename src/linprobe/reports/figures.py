@@ -106,7 +106,7 @@ def scatter_uri(points: np.ndarray, labels: np.ndarray, class_names: Sequence[st
         colours = matplotlib.colormaps["turbo"](np.linspace(0, 1, n_cls))
     labels = np.asarray(labels, dtype=int)
     with _figure(4.2, 3.6) as (fig, ax):
-        # One scatter call for all points: a call per class costs ~5 ms each (100 classes).
+        # One scatter call for all points: a call per class adds up with 100 classes.
         ax.scatter(points[:, 0], points[:, 1], s=8, c=colours[labels % len(colours)], alpha=0.8,
                    linewidths=0)
         ax.set_title(title)
