@@ -55,7 +55,7 @@ def error_gallery(
 
     Each item: {"id", "actual", "predicted", "score" (float|None), "thumb" (data URI|None)}.
     """
-    wrong = np.flatnonzero(preds.correct(task) < 1.0)
+    wrong = np.flatnonzero(preds.wrong(task))
     score = np.nan_to_num(preds.score[wrong], nan=-np.inf)
     order = wrong[np.argsort(-score, kind="stable")][:limit]
     items = []
