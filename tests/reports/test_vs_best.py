@@ -13,9 +13,10 @@ import pytest
 
 from linprobe.models import compare_runs
 from linprobe.models.metrics import mean_ap
-from linprobe.models.persist import run_artifacts, write_all, array, csv_rows, json_data
+from linprobe.models.persist import array, csv_rows, json_data, run_artifacts, write_all
+from linprobe.models.uncertainty import paired_bootstrap
 from linprobe.reports import sections
-from linprobe.reports.collect import load_runs
+from linprobe.reports.collect import load_runs, read_predictions
 from tests.models.mosaic import mosaic_runs
 
 PROBE = "ovr_logreg"
@@ -52,9 +53,6 @@ def board(art: Path) -> dict[str, dict]:
 
 def jaccard_tie(art: Path, a: str, b: str) -> bool:
     """The rule the report used before: paired bootstrap of per-image label-set Jaccard."""
-    from linprobe.models.uncertainty import paired_bootstrap
-    from linprobe.reports.collect import read_predictions
-
     def jac(run):
         p = read_predictions(run_artifacts(art, run, PROBE)["predictions"])
         sets = [(set(filter(None, x.split("|"))), set(filter(None, y.split("|"))))
@@ -72,7 +70,8 @@ def test_same_label_sets_worse_ranking_is_not_a_tie(ml_art, tmp_path):
     with open(run_artifacts(art, "r18", PROBE)["predictions"], newline="") as f:
         predicted = [r["predicted"] for r in csv.DictReader(f)]
     P = np.array([[n in p.split("|") for n in metrics["class_names"]] for p in predicted], float)
-    variant(art, "shuffled", scores=(P + 0.5 * np.random.default_rng(0).random(P.shape)).astype(np.float32))
+    shuffled = P + 0.5 * np.random.default_rng(0).random(P.shape)
+    variant(art, "shuffled", scores=shuffled.astype(np.float32))
     assert jaccard_tie(art, "r18", "shuffled")
     rows = board(art)
     assert rows["r18"]["is_best"] and rows["shuffled"]["value"] < rows["r18"]["value"] - 0.05

@@ -100,7 +100,8 @@ def read_run_outputs(artifacts: str | Path, backbone: str, probe: str) -> RunOut
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"metrics file {paths['metrics']} is not valid JSON ({exc}); re-run "
                          f"`linprobe train` for {backbone}/{probe}") from exc
-    task, names = metrics.get("task", "multiclass"), [str(c) for c in metrics.get("class_names", [])]
+    task = metrics.get("task", "multiclass")
+    names = [str(c) for c in metrics.get("class_names", [])]
     preds = read_predictions(paths["predictions"])
     scores = None
     if task == "multilabel":
