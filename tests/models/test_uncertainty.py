@@ -52,22 +52,3 @@ def test_bad_inputs_are_named():
         paired_bootstrap(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="'n_boot' parameter must be an int >= 1"):
         bootstrap_ci(acc, np.ones(3), np.ones(3), n_boot=0)
-
-
-def test_compare_runs_on_two_real_probes(fmnist_small, tmp_path):
-    from linprobe.models import compare_runs, train_probe
-    opts = {"n_boot": 50, "few_shot": False}
-    lr = train_probe(fmnist_small, "logreg", tmp_path, options=opts)
-    kn = train_probe(fmnist_small, "knn", tmp_path, options={**opts, "grid": [1]})
-    pred = tmp_path / "predictions" / "pixels14"
-    res = compare_runs(pred / "logreg.csv", pred / "knn.csv", n_boot=500)
-    assert res["accuracy_a"] == pytest.approx(lr["test"]["accuracy"])
-    assert res["accuracy_b"] == pytest.approx(kn["test"]["accuracy"])
-    assert res["diff"] == pytest.approx(res["accuracy_a"] - res["accuracy_b"])
-    assert res["ci"][0] <= res["diff"] <= res["ci"][1] and res["n"] == 300
-    # A run against itself: no difference.
-    assert compare_runs(pred / "knn.csv", pred / "knn.csv")["p_value"] == 1.0
-    other = tmp_path / "other.csv"
-    other.write_text("id,actual,predicted,score\nx.png,a,a,1\n")
-    with pytest.raises(ValueError, match="not on the same test set"):
-        compare_runs(pred / "knn.csv", other)

@@ -7,7 +7,10 @@ their column (see :func:`full_scores`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from scipy import sparse
 from sklearn.metrics import (accuracy_score, average_precision_score,
                              confusion_matrix, f1_score, hamming_loss,
                              precision_recall_curve, precision_recall_fscore_support,
@@ -90,6 +93,66 @@ def mean_ap(Y: np.ndarray, scores: np.ndarray) -> float:
     if not present.any():
         return float("nan")
     return float(average_precision_score(Y[:, present], scores[:, present], average="macro"))
+
+
+def mean_ap_weighted(Y: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`mean_ap` of (Y, scores) under sample weights, for many weightings at once.
+
+    Returns f(W) -> (m,) for W (m, n) integer weights: bootstrap draw counts (a resample drawn
+    with repetition is the full set weighted by its counts); NaN where no class has a positive
+    of weight > 0. Y (n, C) 0/1, scores (n, C) finite.
+
+    AP is sklearn's step-wise sum over thresholds of (recall step) x precision, tied scores
+    forming one threshold. Only thresholds holding a positive add to it, so the rows sorted by
+    score are cut into segments ending at those thresholds; each segment's total and positive
+    weight, for every class and every weighting, come from one sparse product W @ M.
+    """
+    n, n_classes = Y.shape
+    rows, cols, spans = [], [], []
+    width = 0
+    for c in range(n_classes):
+        order = np.argsort(-scores[:, c], kind="stable")
+        s, pos = scores[order, c], np.flatnonzero(Y[order, c] > 0)
+        if pos.size == 0:
+            continue
+        ends = np.append(np.flatnonzero(s[1:] != s[:-1]), n - 1)     # last row of each tie
+        cuts = np.unique(ends[np.searchsorted(ends, pos)])             # thresholds with a positive
+        seg = np.searchsorted(cuts, np.arange(n))                      # segment of each sorted row
+        inside = seg < len(cuts)                                       # rows below: no effect
+        k = len(cuts)
+        rows += [order[inside], order[pos]]
+        cols += [width + seg[inside], width + k + seg[pos]]
+        spans.append((width, k))
+        width += 2 * k
+    if not spans:
+        return lambda W: np.full(np.shape(W)[0], np.nan)
+    r, cc = np.concatenate(rows), np.concatenate(cols)
+    # float32 sums of integer weights are exact below 2**24 and twice as fast as float64.
+    MT = sparse.csr_matrix((np.ones(len(r), np.float32), (cc, r)), shape=(width, n))
+
+    def f_block(W: np.ndarray) -> np.ndarray:
+        seg = MT @ np.ascontiguousarray(W.T, dtype=np.float32)         # (width, m)
+        total = np.zeros(W.shape[0])
+        n_present = np.zeros(W.shape[0])
+        for start, k in spans:
+            seen = np.cumsum(seg[start:start + k], axis=0)             # weight above threshold
+            gain = seg[start + k:start + 2 * k]                        # positives at threshold
+            tp = np.cumsum(gain, axis=0)
+            n_pos = tp[-1].astype(np.float64)
+            prec = np.divide(tp, seen, out=np.zeros(tp.shape), where=seen > 0, dtype=np.float64)
+            ap = np.einsum("km,km->m", gain, prec) / np.where(n_pos > 0, n_pos, 1)
+            total += np.where(n_pos > 0, ap, 0.0)
+            n_present += n_pos > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n_present > 0, total / n_present, np.nan)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        W = np.atleast_2d(W)
+        # Blocks of weightings whose (width, m) segment sums stay cache-sized.
+        step = max(1, (1 << 22) // width)
+        return np.concatenate([f_block(W[i:i + step]) for i in range(0, len(W), step)])
+
+    return f
 
 
 def micro_ap(Y: np.ndarray, scores: np.ndarray) -> float:

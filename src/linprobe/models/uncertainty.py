@@ -1,11 +1,12 @@
-"""Bootstrap confidence intervals for test metrics, and a paired bootstrap between two runs.
+"""Bootstrap confidence intervals for test metrics, and the paired bootstrap between two runs
+(:mod:`.compare` applies it to the headline metric).
 
 Resampling is over test samples (rows), with a seeded generator so the numbers are reproducible.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import warnings
 
@@ -53,34 +54,59 @@ def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float], y_true: n
     return float(lo), float(hi)
 
 
-def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot: int = 2000,
-                     seed: int = 0, alpha: float = 0.05) -> dict:
-    """Is run A better than run B on the same test set?
+def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Seeded bootstrap resamples of n rows as draw counts, in chunks of (m, n) int64: entry
+    [r, i] is how often row i was drawn in resample r (each row sums to n). Counts let a
+    metric that accepts sample weights (AP, a mean) be computed for many resamples at once;
+    chunks keep memory O(chunk * n) for large test sets."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, (m, n)) + n * np.arange(m)[:, None]
+        yield np.bincount(idx.ravel(), minlength=m * n).reshape(m, n)
 
-    correct_a, correct_b: (n,) per-sample 0/1 correctness (or any per-sample metric), aligned
-    by sample. Both runs are resampled with the SAME indices, so the sample-to-sample variation
-    they share cancels. Returns {"diff": mean(a) - mean(b), "ci": [lo, hi] (percentile),
+
+def paired_bootstrap_stat(stat: Callable[[np.ndarray], np.ndarray], n: int, *,
+                          n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Paired bootstrap of a difference "metric of A minus metric of B" over n test samples.
+
+    stat(W) -> (m,): the difference under sample weights W (m, n) (draw counts from
+    :func:`resample_counts`; all ones is the full test set). Both runs are resampled with the
+    SAME rows, so the sample-to-sample variation they share cancels. Resamples where the
+    difference is undefined (NaN) are dropped. Returns {"diff", "ci": [lo, hi] (percentile),
     "p_value": two-sided, from the bootstrap distribution shifted to the null diff = 0,
-    "significant": p_value < alpha, "n": n, "n_boot": n_boot}.
+    "significant": p_value < alpha, "n", "n_boot"}.
     """
     _check_n_boot(n_boot)
+    if not 0 < alpha < 1:
+        raise ValueError(f"The 'alpha' parameter must be a float in (0, 1). Got {alpha!r} instead.")
+    diff = float(stat(np.ones((1, n), dtype=np.int64))[0])
+    boots = np.concatenate([stat(w) for w in resample_counts(n, n_boot, seed)])
+    boots = boots[np.isfinite(boots)]
+    if not np.isfinite(diff) or boots.size == 0:
+        raise ValueError(f"the compared metric is undefined on these {n} test samples "
+                         "(e.g. mAP without any positive label); nothing to compare")
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    # Shift method: under H0 the centred distribution (boots - diff) describes diff's spread.
+    extreme = np.abs(boots - diff) >= abs(diff) - 1e-12
+    p_value = float((1 + extreme.sum()) / (boots.size + 1))
+    return {"diff": diff, "ci": [float(lo), float(hi)], "p_value": p_value,
+            "significant": bool(p_value < alpha), "n": int(n), "n_boot": int(n_boot)}
+
+
+def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot: int = 2000,
+                     seed: int = 0, alpha: float = 0.05) -> dict:
+    """Paired bootstrap of mean(a) - mean(b) for per-sample values aligned by sample.
+
+    correct_a, correct_b: (n,) per-sample 0/1 correctness (or any per-sample metric). Returns
+    :func:`paired_bootstrap_stat`'s dict.
+    """
     a = np.asarray(correct_a, dtype=np.float64)
     b = np.asarray(correct_b, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape or a.size == 0:
         raise ValueError(f"correct_a and correct_b must be non-empty 1-D arrays of the same "
                          f"length (one value per test sample); got shapes {a.shape} and {b.shape}")
     d = a - b
-    diff = float(d.mean())
-    rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    # Chunked so memory stays O(chunk * n) for large test sets.
-    chunk = max(1, 2_000_000 // d.size)
-    for start in range(0, n_boot, chunk):
-        m = min(chunk, n_boot - start)
-        boots[start:start + m] = d[rng.integers(0, d.size, (m, d.size))].mean(axis=1)
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    # Shift method: under H0 the centred distribution (boots - diff) describes diff's spread.
-    extreme = np.abs(boots - diff) >= abs(diff) - 1e-12
-    p_value = float((1 + extreme.sum()) / (n_boot + 1))
-    return {"diff": diff, "ci": [float(lo), float(hi)], "p_value": p_value,
-            "significant": bool(p_value < alpha), "n": int(d.size), "n_boot": int(n_boot)}
+    return paired_bootstrap_stat(lambda w: w @ d / d.size, d.size, n_boot=n_boot, seed=seed,
+                                 alpha=alpha)

@@ -153,7 +153,7 @@ def build_report(
     params_text = None
     if params_file is not None and Path(params_file).is_file():
         params_text = Path(params_file).read_text(encoding="utf-8", errors="replace")
-    board = sections.leaderboard(runs, attrs)
+    board = sections.leaderboard(runs, attrs, artifacts)
     thumbnails = Thumbnails()  # this build's cache: images may change on disk between builds
     context = {
         "title": "linprobe report",

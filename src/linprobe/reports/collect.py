@@ -28,17 +28,14 @@ class Predictions:
     predicted: np.ndarray
     score: np.ndarray
 
-    def correct(self, task: str) -> np.ndarray:
-        """(n,) float per-sample score: exact match for multiclass, label-set Jaccard for multilabel."""
+    def wrong(self, task: str) -> np.ndarray:
+        """(n,) bool: the predicted class (multilabel: label set) differs from the actual one.
+        For display only (error gallery, accuracy CI); runs are compared by models.compare."""
         if task != "multilabel":
-            return (self.actual == self.predicted).astype(np.float64)
-        out = np.empty(len(self.ids))
-        for i, (a, p) in enumerate(zip(self.actual, self.predicted)):
-            sa, sp = set(filter(None, a.split("|"))), set(filter(None, p.split("|")))
-            union = sa | sp
-            # Jaccard agreement; an empty truth predicted empty counts as fully correct.
-            out[i] = len(sa & sp) / len(union) if union else 1.0
-        return out
+            return np.asarray(self.actual != self.predicted, dtype=bool)
+        split = lambda v: set(filter(None, v.split("|")))  # noqa: E731
+        return np.array([split(a) != split(p) for a, p in zip(self.actual, self.predicted)],
+                        dtype=bool)
 
 
 @dataclass

@@ -75,7 +75,7 @@ def error_gallery(
     thumbnails: the build's thumbnail cache (None: a new one for this call).
     """
     thumbnails = thumbnails if thumbnails is not None else Thumbnails()
-    wrong = np.flatnonzero(preds.correct(task) < 1.0)
+    wrong = np.flatnonzero(preds.wrong(task))
     score = np.nan_to_num(preds.score[wrong], nan=-np.inf)
     order = wrong[np.argsort(-score, kind="stable")][:limit]
     items = []

@@ -7,13 +7,15 @@ says "not available".
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from linprobe.features.croploss import crop_warning
 from linprobe.features.store import SPLITS, EmbeddingSet
-from linprobe.models.uncertainty import bootstrap_ci, paired_bootstrap
+from linprobe.models.compare import NotPairedError, RunOutputs, paired_compare, read_run_outputs
+from linprobe.models.uncertainty import bootstrap_ci
 from linprobe.reports import figures, stats
 from linprobe.reports.collect import Run
 from linprobe.reports.gallery import Thumbnails, error_gallery
@@ -32,29 +34,37 @@ def _headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
         return [float(ci[0]), float(ci[1])], "metrics file"
     if run.headline == "accuracy" and run.predictions is not None and len(run.predictions.ids):
-        correct = run.predictions.correct(run.task)
+        correct = 1.0 - run.predictions.wrong(run.task)
         # The mean of per-image correctness is the accuracy.
         ci = bootstrap_ci(lambda _, c: c.mean(), correct, correct)
         return list(ci), "bootstrap of predictions"
     return None, None
 
 
-def _paired(best: Run, other: Run) -> dict[str, Any] | None:
-    """Paired bootstrap of best vs other on the test ids both predicted."""
-    if best.predictions is None or other.predictions is None:
+def _vs_best(best: RunOutputs | None, other: Run, artifacts: Path) -> dict[str, Any] | None:
+    """models.compare's paired bootstrap of best minus other on the headline metric; None when
+    a run lacks its test outputs or the two are not on the same test images."""
+    if best is None:
         return None
-    pos = {k: i for i, k in enumerate(other.predictions.ids)}
-    ia = [i for i, k in enumerate(best.predictions.ids) if k in pos]
-    if not ia:
+    try:
+        return paired_compare(best, read_run_outputs(artifacts, other.backbone, other.probe))
+    except (FileNotFoundError, NotPairedError):
         return None
-    ib = [pos[best.predictions.ids[i]] for i in ia]
-    a = best.predictions.correct(best.task)[ia]
-    b = other.predictions.correct(other.task)[ib]
-    return paired_bootstrap(a, b)
 
 
-def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run, with best-per-probe and 'inside the CI of the best' flags."""
+def _outputs(run: Run, artifacts: Path) -> RunOutputs | None:
+    try:
+        return read_run_outputs(artifacts, run.backbone, run.probe)
+    except FileNotFoundError:
+        return None
+
+
+def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]],
+                artifacts: str | Path) -> list[dict[str, Any]]:
+    """One row per run, with best-per-probe and "≈ best" flags: a run is tied with its probe's
+    best when :func:`linprobe.models.compare.paired_compare` finds no significant difference
+    (artifacts: the directory the runs' test outputs are read from)."""
+    artifacts = Path(artifacts)
     by_probe: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
         by_probe[r.probe].append(r)
@@ -63,13 +73,15 @@ def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]]) -> list[dict[
         scored = [r for r in group if r.headline_value is not None]
         if scored:
             best[probe] = max(scored, key=lambda r: r.headline_value)
+    best_outputs = {p: _outputs(r, artifacts) for p, r in best.items()}
     rows = []
     for r in runs:
         a = attrs.get(r.backbone, {})
         ci, ci_source = _headline_ci(r)
         sel = r.section("selection")
         is_best = best.get(r.probe) is r
-        cmp = None if is_best or r.probe not in best else _paired(best[r.probe], r)
+        cmp = None if is_best or r.probe not in best else \
+            _vs_best(best_outputs[r.probe], r, artifacts)
         val = r.section("val")
         rows.append({
             "backbone": r.backbone, "probe": r.probe,
