@@ -1,6 +1,6 @@
 """Backbone specs -> loaded backbones: ``load_backbone`` and ``list_backbones``.
 
-Spec grammar (DESIGN.md): ``torchvision:<model>[:<WEIGHTS>|:none]``, ``lite:efficientnet-lite0|1|2``,
+Spec grammar: ``torchvision:<model>[:<WEIGHTS>|:none]``, ``lite:efficientnet-lite0|1|2``,
 ``timm:<model>[:none]``, ``file:<path>``.
 """
 
@@ -136,7 +136,7 @@ def load_backbone(
     loaded = _load_net(spec, image_size, pretrained_ok_offline)
     num_params = count_params(loaded.net)
     if layer is None:
-        trunk, head, dim = loaded.split(loaded.net)
+        trunk, head, dim = loaded.separate_head(loaded.net)
         model = freeze(EmbeddingModel(trunk))
     else:
         model, head, dim = freeze(LayerEmbedding(loaded.net, layer, loaded.channels_last)), None, 0
