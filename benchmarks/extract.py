@@ -231,7 +231,8 @@ def main() -> None:
     dev = resolve_device(args.device)
     precs = [resolve_precision(p, dev) for p in args.precision.split(",")]
     def fresh():
-        return seeded_backbone(args.backbone, image_size=args.image_size, layer=None, init_seed=None)
+        return seeded_backbone(args.backbone, image_size=args.image_size, layer=None,
+                               init_seed=None)
 
     bb = fresh()
     crop = bb.preprocess.crop

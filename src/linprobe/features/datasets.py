@@ -156,9 +156,9 @@ def load_dataset(
 
     Without split information, ``val_fraction`` and ``test_fraction`` of each class are assigned
     to val and test (stratified, shuffled by ``split_seed``; see :class:`SplitConfig`); with
-    train and test but no val, val is carved from train (likewise test). Raises ValueError / FileNotFoundError naming the offending file and
-    the fix, e.g. for fewer than two classes. ``.scan`` holds the counts and the warnings
-    (nothing is printed here).
+    train and test but no val, val is carved from train (likewise test). Raises ValueError /
+    FileNotFoundError naming the offending file and the fix, e.g. for fewer than two classes.
+    ``.scan`` holds the counts and the warnings (nothing is printed here).
     """
     SplitConfig(val_fraction, test_fraction, split_seed)  # validates
     path = Path(path)

@@ -18,8 +18,8 @@ CPU_SLICE_BYTES = 24 * 2**20
 def prepare_model(model: torch.nn.Module, dev: torch.device, crop: int) -> torch.nn.Module:
     """The model as the engine runs it: eval, on ``dev``, channels_last, and BatchNorm folded
     into the preceding convolutions where torch.fx can trace the model (fewer passes over
-    memory on CPU). The folded model is kept only if it reproduces the original on a random batch; any
-    model fx cannot trace runs unchanged."""
+    memory on CPU). The folded model is kept only if it reproduces the original on a random
+    batch; any model fx cannot trace runs unchanged."""
     model = model.eval().to(dev, memory_format=torch.channels_last)
     if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model

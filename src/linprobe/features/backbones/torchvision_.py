@@ -204,7 +204,8 @@ def load_torchvision(
     offline: bool = True,
     num_classes: int | None = None,
 ) -> LoadedNet:
-    """The full classifier for ``torchvision:<model>[:<weights>]``, ready to separate its head or tap."""
+    """The full classifier for ``torchvision:<model>[:<weights>]``, ready to separate its head
+    or to tap."""
     weights = resolve_weights(model, weights_name)
     if weights is not None and offline:
         check_offline(model, weights)
