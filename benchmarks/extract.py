@@ -65,7 +65,7 @@ from linprobe.features.extract import (
     resolve_precision,
     seeded_backbone,
 )
-from linprobe.features.forward import PRECISIONS, forward_rows, prepare_model
+from linprobe.features.forward import DTYPES, forward_rows, prepare_model
 from linprobe.features.loader import DecodedBatches, decode_pool
 
 SETS = {  # name: (width, height, format, number of images); >= 3 batches so decoding overlaps
@@ -106,7 +106,7 @@ def model_only(
     """(img/s, CPU ms/img) of ``model`` alone on pre-made normalised channels_last tensors,
     ``batch`` images at a time in forward calls of ``rows`` images (as the engine slices)."""
     x = torch.randn(batch, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
-    amp = torch.autocast(dev.type, PRECISIONS[prec], enabled=prec != "float32")
+    amp = torch.autocast(dev.type, DTYPES[prec], enabled=prec != "float32")
     with torch.inference_mode(), amp:
         model(x[:rows]), model(x[:rows])  # warm-up (oneDNN / cuDNN plan selection, allocator)
         _sync(dev)
@@ -231,7 +231,8 @@ def main() -> None:
     dev = resolve_device(args.device)
     precs = [resolve_precision(p, dev) for p in args.precision.split(",")]
     def fresh():
-        return seeded_backbone(args.backbone, image_size=args.image_size, layer=None, seed=0)
+        return seeded_backbone(args.backbone, image_size=args.image_size, layer=None,
+                               init_seed=None)
 
     bb = fresh()
     crop = bb.preprocess.crop

@@ -37,7 +37,7 @@ def _tiny(model: str, weights: str | None, *, image_size: int | None, offline: b
     trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     net = torch.nn.Sequential(trunk, torch.nn.Linear(4, 2))
     return LoadedNet(spec=f"tiny:{model}", net=net, preprocess=Preprocess(18, 16, (0.5,) * 3, (0.5,) * 3, "bilinear"),
-                     weights="none", split=lambda n: (n[0], n[1], 4))
+                     weights="none", separate_head=lambda n: (n[0], n[1], 4))
 
 
 def test_a_new_family_is_one_table_entry(monkeypatch):

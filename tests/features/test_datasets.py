@@ -17,7 +17,7 @@ TRAIN, VAL, TEST = SPLIT_CODES["train"], SPLIT_CODES["val"], SPLIT_CODES["test"]
 
 def test_folder_without_splits_gets_seeded_stratified_split(tmp_path):
     write_folder(tmp_path, per_class=20, classes=3)
-    ds = load_dataset(tmp_path, val_fraction=0.1, test_fraction=0.2, seed=0)
+    ds = load_dataset(tmp_path, val_fraction=0.1, test_fraction=0.2, split_seed=0)
     assert ds.task == "multiclass" and ds.class_names == sorted(CLASSES[:3])
     assert ds.ids == sorted(ds.ids) and len(ds) == 60
     assert all(not i.startswith("/") and "/" in i for i in ds.ids)
@@ -25,9 +25,9 @@ def test_folder_without_splits_gets_seeded_stratified_split(tmp_path):
     for k in range(3):  # stratified: exactly 20% test and 10% val of every class
         in_class = ds.labels == k
         assert [(ds.split[in_class] == c).sum() for c in (TRAIN, VAL, TEST)] == [14, 2, 4]
-    again = load_dataset(tmp_path, seed=0)
+    again = load_dataset(tmp_path, split_seed=0)
     assert np.array_equal(again.split, ds.split)
-    assert not np.array_equal(load_dataset(tmp_path, seed=1).split, ds.split)
+    assert not np.array_equal(load_dataset(tmp_path, split_seed=1).split, ds.split)
 
 
 def test_tiny_classes_keep_a_training_sample(tmp_path):
@@ -58,7 +58,7 @@ def test_fingerprint_tracks_content_not_location(tmp_path):
     fp = load_dataset(src).fingerprint()
     moved = Path(shutil.copytree(src, tmp_path / "b"))
     assert load_dataset(moved).fingerprint() == fp
-    assert load_dataset(moved, seed=3).fingerprint() != fp  # another split
+    assert load_dataset(moved, split_seed=3).fingerprint() != fp  # another split
     victim = moved / load_dataset(moved).ids[0]
     victim.write_bytes(victim.read_bytes() + b"\0")
     assert load_dataset(moved).fingerprint() != fp

@@ -42,7 +42,7 @@ def folder(tmp_path_factory) -> Path:
 
 def _reference(spec: str, root: Path, ids: list[str], image_size: int) -> np.ndarray:
     """(n, D) embeddings by a plain torchvision-v2 transform + forward loop, for comparison."""
-    bb = seeded_backbone(spec, image_size=image_size, layer=None, seed=0)
+    bb = seeded_backbone(spec, image_size=image_size, layer=None, init_seed=None)
     p = bb.preprocess
     tf = v2.Compose([v2.PILToTensor(), v2.Resize(p.resize, antialias=True), v2.CenterCrop(p.crop),
                      v2.ToDtype(torch.float32, scale=True), v2.Normalize(p.mean, p.std)])
@@ -76,7 +76,7 @@ def test_resnet18_file_contract_and_values(folder, tmp_path):
 def test_cpu_slices_fit_the_activation_budget(monkeypatch):
     """resnet18's largest activation is the stem's (64, s/2, s/2) float32 map; the slice holds
     as many images as fit the budget, on CUDA the whole batch."""
-    model = prepare_model(seeded_backbone(R18, image_size=64, layer=None, seed=0).model,
+    model = prepare_model(seeded_backbone(R18, image_size=64, layer=None, init_seed=0).model,
                           torch.device("cpu"), 64)
     per_image = 64 * 32 * 32 * 4
     assert peak_activation_bytes(model, 64, torch.device("cpu")) == per_image
@@ -263,7 +263,7 @@ def test_multilabel_manifest_end_to_end(folder, tmp_path):
 
 
 def test_prepare_model_folds_batchnorm_and_keeps_outputs():
-    bb = seeded_backbone(R18, image_size=32, layer=None, seed=0)
+    bb = seeded_backbone(R18, image_size=32, layer=None, init_seed=0)
     x = torch.randn(3, 3, 32, 32)
     with torch.inference_mode():
         ref = bb.model.eval()(x)

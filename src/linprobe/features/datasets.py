@@ -31,7 +31,8 @@ from linprobe.features.scan import (
     require_classes,
     small_class_warnings,
 )
-from linprobe.features.splitting import carve_missing, check_fractions, stratified_split
+from linprobe.features.config import SplitConfig
+from linprobe.features.splitting import carve_missing, stratified_split
 from linprobe.features.store import SPLIT_CODES, TASKS
 from linprobe.features.walk import FolderListing, list_folder, one_level_down
 
@@ -145,17 +146,21 @@ def _check_train_covers(ds: ImageDataset, source: Path) -> None:
 
 
 def load_dataset(
-    path: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+    path: str | Path,
+    *,
+    val_fraction: float = SplitConfig.val_fraction,
+    test_fraction: float = SplitConfig.test_fraction,
+    split_seed: int = SplitConfig.split_seed,
 ) -> ImageDataset:
     """Load an image folder or a CSV manifest (see the module docstring).
 
     Without split information, ``val_fraction`` and ``test_fraction`` of each class are assigned
-    to val and test (seeded, stratified); with train and test but no val, val is carved from
-    train (likewise test). Raises ValueError / FileNotFoundError naming the offending file and
-    the fix, e.g. for fewer than two classes. ``.scan`` holds the counts and the warnings
-    (nothing is printed here).
+    to val and test (stratified, shuffled by ``split_seed``; see :class:`SplitConfig`); with
+    train and test but no val, val is carved from train (likewise test). Raises ValueError /
+    FileNotFoundError naming the offending file and the fix, e.g. for fewer than two classes.
+    ``.scan`` holds the counts and the warnings (nothing is printed here).
     """
-    check_fractions(val_fraction, test_fraction)
+    SplitConfig(val_fraction, test_fraction, split_seed)  # validates
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -185,24 +190,21 @@ def load_dataset(
     given = set() if split is None else {s for s, c in SPLIT_CODES.items() if (split == c).any()}
     if split is None:
         split = stratified_split(
-            labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+            labels, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed
         )
     else:
-        split = carve_missing(
-            split[order], labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
-        )
+        split = carve_missing(split[order], labels, val_fraction=val_fraction,
+                              test_fraction=test_fraction, split_seed=split_seed)
     ds = ImageDataset(root, ids, labels, split, list(names), task)
     _check_train_covers(ds, path)
     ds.scan = _scan(ds, path, listing, given, {"val": val_fraction, "test": test_fraction})
     return ds
 
 
-def scan_dataset(
-    path: str | Path, *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
-) -> DatasetScan:
+def scan_dataset(path: str | Path, **split: float | int) -> DatasetScan:
     """The counts and warnings of :func:`load_dataset` (same arguments, same errors); reads
     only file names and folder entries, not the images."""
-    scan = load_dataset(path, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed).scan
+    scan = load_dataset(path, **split).scan
     assert scan is not None
     return scan
 

@@ -27,56 +27,43 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from linprobe.features.backbones.preprocess import RESIZE_MODES
+from linprobe.features.config import (
+    DEFAULT_INIT_SEED,
+    ExtractConfig,
+    SplitConfig,
+    check_init_seed,
+    is_random_init,
+    with_options,
+)
 from linprobe.features.croploss import crop_loss_summary, crop_warning, read_sizes, sample_paths
 from linprobe.features.datasets import ImageDataset, load_dataset
-from linprobe.features.forward import (
-    PRECISIONS,
-    embed,
-    forward_rows,
-    normaliser,
-    prepare_model,
-)
+from linprobe.features.forward import embed, forward_rows, normaliser, prepare_model
 from linprobe.features.images import ImageDecodeError
 from linprobe.features.loader import DecodedBatches, decode_pool
 from linprobe.features.writer import EmbeddingWriter
 
-ON_ERROR = ("fail", "skip")
-_PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _SKIP_FIX = ("fix or remove the file, or re-run with --on-error skip (params: extract.on_error: "
              "skip) to leave unreadable images out")
 _FORMAT = 1  # bump when the meaning of stored embeddings changes: old partial files are discarded
 
 
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; explicit names are checked."""
+    """'auto' -> cuda when available, else cpu (``device`` validated by ExtractConfig)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {device!r} "
-            "instead."
-        ) from exc
+    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but no CUDA GPU is available; use 'auto'")
     return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bfloat16 (or float16) on CUDA, float32 elsewhere; aliases fp32/bf16/fp16."""
-    name = _PRECISION_ALIASES.get(precision, precision)
-    if name == "auto":
-        if device.type != "cuda":
-            return "float32"
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if name not in PRECISIONS:
-        raise ValueError(
-            f"The 'precision' parameter must be one of {['auto', *PRECISIONS]}. "
-            f"Got {precision!r} instead."
-        )
-    return name
+    """'auto' -> bfloat16 (or float16) on CUDA, float32 elsewhere (validated by ExtractConfig)."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def default_num_workers(n_images: int, batch_size: int, device: torch.device) -> int:
@@ -91,13 +78,16 @@ def default_num_workers(n_images: int, batch_size: int, device: torch.device) ->
     return max(1, min(8, cores - 1))
 
 
-def seeded_backbone(spec: str, *, image_size: int | None, layer: str | None, seed: int) -> Any:
-    """``load_backbone`` with torch's RNG seeded, so random-init (``:none``) weights are the same
-    in every process: a resumed run must continue with the very same network."""
+def seeded_backbone(spec: str, *, image_size: int | None, layer: str | None,
+                    init_seed: int | None) -> Any:
+    """``load_backbone`` with torch's RNG seeded by ``init_seed`` (None: DEFAULT_INIT_SEED), so
+    random-init (``:none``) weights are the same in every process: a resumed run must continue
+    with the very same network. Refuses an ``init_seed`` for a pretrained spec."""
     from linprobe.features.backbones import load_backbone
 
+    check_init_seed(spec, init_seed)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(DEFAULT_INIT_SEED if init_seed is None else init_seed)
         return load_backbone(spec, image_size=image_size, layer=layer)
 
 
@@ -134,67 +124,45 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _check_args(batch_size: int, num_workers: int | None, on_error: str, resize: str) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead."
-        )
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-        raise ValueError(
-            f"The 'num_workers' parameter must be None or an int >= 0. Got {num_workers!r} "
-            "instead."
-        )
-    if on_error not in ON_ERROR:
-        raise ValueError(
-            f"The 'on_error' parameter must be one of {list(ON_ERROR)}. Got {on_error!r} instead."
-        )
-    if resize not in RESIZE_MODES:
-        raise ValueError(
-            f"The 'resize' parameter must be one of {list(RESIZE_MODES)}. Got {resize!r} instead."
-        )
-
-
 def extract_embeddings(
     backbone: str,
     data: str | Path,
     out: str | Path,
+    config: ExtractConfig | None = None,
+    split: SplitConfig | None = None,
     *,
-    image_size: int | None = None,
-    resize: str = "crop",
-    batch_size: int = 64,
-    device: str = "auto",
-    num_workers: int | None = None,
-    on_error: str = "fail",
-    precision: str = "auto",
-    layer: str | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    seed: int = 0,
     progress: bool = True,
+    **options: Any,
 ) -> Path:
     """Embed every image of ``data`` (folder or CSV manifest) with ``backbone``; write ``out``.
+
+    ``config`` (default ``ExtractConfig()``) says how to run the backbone, ``split`` (default
+    ``SplitConfig()``) how to split samples the data assigns to no split; ``options``: fields of
+    either by name, replacing theirs (``extract_embeddings(b, d, o, batch_size=8)``).
 
     Writes ``out + '.partial'`` batch by batch and renames it when done; a matching partial file
     from an interrupted run is resumed, a non-matching one discarded. ``resize``: how non-square
     images become square inputs, 'crop' (the weights' protocol), 'pad' (letterbox the whole image
     in the weights' mean colour) or 'stretch'; the centre crop's loss is measured either way
     (``crop_loss`` attr; see ``features.croploss``), with a warning when cropping cuts many
-    images. ``on_error='skip'`` leaves unreadable images out (recorded in the ``skipped`` attr); ``'fail'`` raises naming the file.
-    ``seed`` seeds the split (when the data has none) and the weights of random-init backbones.
-    ``num_workers=None`` picks a count for the cores and device (see default_num_workers).
-    Returns ``Path(out)``.
+    images. ``on_error='skip'`` leaves unreadable images out (recorded in the ``skipped`` attr);
+    ``'fail'`` raises naming the file. ``num_workers=None`` picks a count for the cores and
+    device (see default_num_workers). Returns ``Path(out)``.
     """
-    _check_args(batch_size, num_workers, on_error, resize)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    ds = load_dataset(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    cfg, sp = with_options(config or ExtractConfig(), split or SplitConfig(), options)
+    check_init_seed(backbone, cfg.init_seed)  # before any work
+    dev = resolve_device(cfg.device)
+    prec = resolve_precision(cfg.precision, dev)
+    ds = load_dataset(data, val_fraction=sp.val_fraction, test_fraction=sp.test_fraction,
+                      split_seed=sp.split_seed)
     ds.scan.log()  # files left out, links reached twice, classes too small for val/test
-    bb = seeded_backbone(backbone, image_size=image_size, layer=layer, seed=seed)
-    pre = replace(bb.preprocess, resize_mode=resize)
+    bb = seeded_backbone(backbone, image_size=cfg.image_size, layer=cfg.layer,
+                         init_seed=cfg.init_seed)
+    pre = replace(bb.preprocess, resize_mode=cfg.resize)
     # Measured (from headers) before any work, so a crop that cuts images is flagged at once.
     crop_loss = crop_loss_summary(read_sizes(sample_paths(ds.paths())), pre.resize, pre.crop,
                                   n_images=len(ds))
-    warning = crop_warning(crop_loss, resize)
+    warning = crop_warning(crop_loss, cfg.resize)
     if warning:
         print(f"linprobe: warning: {warning}", file=sys.stderr)
     identity = {
@@ -226,7 +194,12 @@ def extract_embeddings(
         "weights_sha256": identity["weights_sha256"],
         "device": _device_name(dev),
         "precision": prec,
-        "batch_size": batch_size,
+        "batch_size": cfg.batch_size,
+        # The seeds by name; the resume key holds their effect instead (the split codes in the
+        # dataset fingerprint, the weights' digest), so a seed that changes nothing keeps a resume.
+        "split_seed": sp.split_seed,
+        **({"init_seed": DEFAULT_INIT_SEED if cfg.init_seed is None else cfg.init_seed}
+           if is_random_init(backbone) else {}),
         **ds.scan.attrs(),  # left_out, left_out_total
     }
     with EmbeddingWriter(
@@ -237,16 +210,16 @@ def extract_embeddings(
         embed_dim=bb.embed_dim,
         resume_key=resume_key,
         attrs=attrs,
-        chunk_rows=batch_size,
+        chunk_rows=cfg.batch_size,
         sources=ds.paths(),  # their stats tell a resume which images changed since
     ) as writer:
-        if on_error == "fail" and writer.skipped:
+        if cfg.on_error == "fail" and writer.skipped:
             first = writer.skipped[0]
             raise ImageDecodeError(ds.paths()[first["index"]], first["reason"], _SKIP_FIX)
         # Preparing the model (BatchNorm folding) is part of loading it: outside the timed loop.
         model = prepare_model(bb.model, dev, int(pre.crop)) if writer.start < len(ds) else None
         t0 = time.perf_counter()
-        _run(model, ds, writer, pre, dev, prec, batch_size, num_workers, on_error, progress)
+        _run(model, ds, writer, pre, dev, prec, cfg, progress)
         seconds = time.perf_counter() - t0
         done = writer.n - writer.start
         return writer.finish(
@@ -280,9 +253,7 @@ def _run(
     pre: Any,
     dev: torch.device,
     prec: str,
-    batch_size: int,
-    num_workers: int | None,
-    on_error: str,
+    cfg: ExtractConfig,
     progress: bool,
 ) -> None:
     """Set up decoding (worker processes, or a thread pool in this process) and run the loop."""
@@ -290,7 +261,7 @@ def _run(
     if start >= n:
         return
     paths = ds.paths()
-    workers = num_workers
+    batch_size, workers = cfg.batch_size, cfg.num_workers
     if workers is None:
         workers = default_num_workers(n - start, batch_size, dev)
     # In-process loading decodes each batch on a thread pool as wide as torch's intra-op pool.
@@ -306,7 +277,7 @@ def _run(
         )
         rows = forward_rows(model, dev, pre.crop, batch_size)
         with cudnn_autotune(dev):
-            _loop(model, loader, paths, writer, pre, dev, prec, rows, on_error, progress)
+            _loop(model, loader, paths, writer, pre, dev, prec, rows, cfg.on_error, progress)
 
 
 def _loop(

@@ -5,21 +5,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The torch dtype of each resolved precision (features.config.PRECISIONS less "auto").
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # On CPU the forward runs on slices of the batch whose largest activation fits in about this
-# many bytes: past the last-level cache every layer streams from memory. On this 2-core box
-# (32 MiB L3) the best slice for resnet18 was 8 / 16 / 32 / 64 images at 224 / 160 / 112 / 64 px
-# (largest activation 3.1 / 1.6 / 0.8 / 0.25 MiB per image), and 2-4 for EfficientNet-Lite0 at
-# 224 px (4.6 MiB): 24 MiB picks about those. At 224 px, resnet18 did 114/120/112/100/90 img/s
-# in slices of 4/8/16/32/64; at 64 px, 709 img/s in slices of 8 and 1245 whole.
+# many bytes: past the last-level cache every layer streams from memory, so a whole large batch
+# is slower than cache-sized slices of it, and very small slices lose to per-call overhead.
+# The size was chosen from measured slice sweeps (resnet18 and EfficientNet-Lite0 at 64-224 px,
+# benchmarks/results/README.md).
 CPU_SLICE_BYTES = 24 * 2**20
 
 
 def prepare_model(model: torch.nn.Module, dev: torch.device, crop: int) -> torch.nn.Module:
     """The model as the engine runs it: eval, on ``dev``, channels_last, and BatchNorm folded
-    into the preceding convolutions where torch.fx can trace the model (+~15% for resnet18 on
-    CPU). The folded model is kept only if it reproduces the original on a random batch; any
-    model fx cannot trace runs unchanged."""
+    into the preceding convolutions where torch.fx can trace the model (fewer passes over
+    memory on CPU). The folded model is kept only if it reproduces the original on a random
+    batch; any model fx cannot trace runs unchanged."""
     model = model.eval().to(dev, memory_format=torch.channels_last)
     if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model
@@ -96,7 +96,7 @@ def embed(
     for part in x.split(rows):
         # The NHWC -> NCHW permute is a channels_last view; .float() keeps that memory format.
         part = part.permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
-        with torch.autocast(dev.type, dtype=PRECISIONS[prec], enabled=prec != "float32"):
+        with torch.autocast(dev.type, dtype=DTYPES[prec], enabled=prec != "float32"):
             emb = model(part)
         if emb.ndim != 2:
             raise RuntimeError(

@@ -6,18 +6,18 @@ tensor (no per-image tensors to collate: the DataLoader runs with ``batch_size=N
 are uint8 (4x less inter-process traffic than float) in HWC order, which is what the
 antialiased resize produces anyway: (B, H, W, 3) permuted to (B, 3, H, W) is already
 channels_last, so no layout copy is ever made. Normalisation happens once per batch in the main
-process. Resizing runs on uint8 tensors with antialiasing (torchvision v2), several times faster
-than PIL's resize at these sizes (0.25 vs 0.67 ms for 500x375 -> 224) and PIL's arithmetic.
+process. Resizing runs on uint8 tensors with antialiasing (torchvision v2), which is faster
+than PIL's resize and PIL's arithmetic at these sizes.
 
 On CUDA, DataLoader worker processes decode whole batches while the GPU works. On CPU the engine
-decodes in the main process instead (``num_workers=0``), each batch split across a thread pool
+decodes in the main process instead (``num_workers=0``), each batch spread over a thread pool
 sized to the cores, between forward passes: Pillow and the resize release the GIL, so decoding
 uses every core and never competes with the forward's threads (a worker process running
-alongside the forward pre-empts one of its OpenMP threads and the other waits at the barrier:
-83 vs 91 img/s for resnet18 on 2 cores). One task per thread, not one per image: per-image tasks
-and collation cost 1.41 CPU-ms per 500x375 JPEG against 1.11 this way. The decoding threads run
-torch single-threaded: otherwise each opens its own OpenMP team for the resize, whose threads
-spin after it and slowed the forward by another ~9%.
+alongside the forward pre-empts one of its OpenMP threads and the others wait at the barrier).
+One task per thread, not one per image: per-image tasks and collation cost more CPU time per
+image. The decoding threads run torch single-threaded: otherwise each opens its own OpenMP team
+for the resize, whose threads spin after it and slow the forward. (The measurements behind
+these choices: benchmarks/results/README.md.)
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class DecodedBatches(Dataset):
         pool: Executor | None = None,
         threads: int = 1,
     ) -> None:
-        """``pre``: the backbone's resize, crop and interpolation. ``pool``: split each batch
+        """``pre``: the backbone's resize, crop and interpolation. ``pool``: divide each batch
         into ``threads`` tasks on it (main-process loading only; a pool does not pickle into
         worker processes)."""
         self.paths, self.batch_size = paths, batch_size

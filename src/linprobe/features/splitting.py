@@ -2,7 +2,7 @@
 
 Each stratum (a class, or for multi-label data the rarest label a sample carries) is shuffled with
 its own seeded generator and cut by the fractions, so every class keeps at least one training
-sample and the result depends only on (ids order, labels, fractions, seed). Sklearn's
+sample and the result depends only on (ids order, labels, fractions, split_seed). Sklearn's
 ``train_test_split(stratify=...)`` refuses classes with fewer than two samples; this does not.
 """
 
@@ -10,22 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from linprobe.features.config import SplitConfig
 from linprobe.features.store import SPLIT_CODES
-
-
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    """Raise a ValueError naming the bad parameter unless 0 <= val, test and val + test < 1."""
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ValueError(
-                f"The '{name}' parameter of load_dataset must be a float in the range [0, 1). "
-                f"Got {value!r} instead."
-            )
-    if val_fraction + test_fraction >= 1:
-        raise ValueError(
-            f"val_fraction + test_fraction must be < 1 so that training data remains. "
-            f"Got {val_fraction} + {test_fraction} instead."
-        )
 
 
 def strata(labels: np.ndarray) -> np.ndarray:
@@ -41,15 +27,15 @@ def strata(labels: np.ndarray) -> np.ndarray:
 
 
 def stratified_split(
-    labels: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int
+    labels: np.ndarray, *, val_fraction: float, test_fraction: float, split_seed: int
 ) -> np.ndarray:
     """(N,) uint8 split codes (index into store.SPLITS) for (N,) or (N, C) ``labels``."""
-    check_fractions(val_fraction, test_fraction)
+    SplitConfig(val_fraction, test_fraction, split_seed)  # validates
     key = strata(labels)
     out = np.full(len(key), SPLIT_CODES["train"], np.uint8)
     for offset, value in enumerate(np.unique(key)):
         members = np.flatnonzero(key == value)
-        rng = np.random.default_rng([seed, offset])
+        rng = np.random.default_rng([split_seed, offset])
         members = members[rng.permutation(len(members))]
         n = len(members)
         n_test = int(round(n * test_fraction))
@@ -66,7 +52,8 @@ def stratified_split(
 
 
 def carve_missing(
-    split: np.ndarray, labels: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int
+    split: np.ndarray, labels: np.ndarray, *, val_fraction: float, test_fraction: float,
+    split_seed: int,
 ) -> np.ndarray:
     """Copy of ``split`` where an empty val (or test) split is carved from the train rows.
 
@@ -80,7 +67,7 @@ def carve_missing(
         labels[train],
         val_fraction=0.0 if has_val else val_fraction,
         test_fraction=0.0 if has_test else test_fraction,
-        seed=seed,
+        split_seed=split_seed,
     )
     out[train] = sub
     return out

@@ -1,4 +1,4 @@
-"""HDF5 embedding store: one file per backbone (the contract in DESIGN.md).
+"""HDF5 embedding store: one file per backbone (read by training and the report).
 
 Layout of ``<name>.h5``::
 
@@ -7,7 +7,8 @@ Layout of ``<name>.h5``::
     labels      (N,)   int64 class index, or (N, C) uint8 multi-hot
     split       (N,)   uint8 codes, index into SPLITS
     attrs       backbone spec, weights, preprocessing, image size, embedding dim, class names,
-                task, dataset fingerprint, versions, device, seconds, images/s, ...
+                task, dataset fingerprint, split_seed, init_seed (random-init backbones),
+                versions, device, seconds, images/s, ...
 
 Attribute values that are not scalars or strings are stored as JSON strings and decoded on read.
 The writer (``<name>.h5.partial``, verified on resume) lives in :mod:`.writer`. This module never

@@ -8,8 +8,8 @@ Besides the rows, the partial file holds what a resume must check before it trus
                     unknown): an image edited in place since then is recomputed, even at the same
                     size (ctime moves on any write, also when the old mtime is restored)
 
-A resume verifies every batch (sha256 runs at ~1 GB/s, far faster than the forward pass that
-made the rows) and continues from the first batch that fails a digest or holds a changed image;
+A resume verifies every batch (hashing is far faster than the forward pass that made the
+rows) and continues from the first batch that fails a digest or holds a changed image;
 batch boundaries stay those of the first run, so the result is bit-identical to a clean run.
 The file is written through a Python file object: a failed write (disk full, EIO) then raises an
 OSError and leaves HDF5 in a state it can close, whereas HDF5's own driver crashes the

@@ -64,8 +64,8 @@ def multiclass_metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray | Non
 
 
 def _confusion(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """(K, K) counts, rows = true class index; bincount is ~50x faster than sklearn's, which
-    matters inside a 1000-resample bootstrap."""
+    """(K, K) counts, rows = true class index; one bincount, much faster than sklearn's
+    general-purpose one, which matters inside a 1000-resample bootstrap."""
     k = int(max(y.max(initial=0), pred.max(initial=0))) + 1
     return np.bincount(y.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
 

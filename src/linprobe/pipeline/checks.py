@@ -73,7 +73,7 @@ def load_data(params: Params) -> tuple[Any | None, list[str]]:
     d = params.data
     try:
         ds = load_dataset(d.path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                          seed=d.seed)
+                          split_seed=d.split_seed)
     except _USER_ERRORS as exc:
         return None, [f"data.path {d.path!r}: {exc}"]
     return ds, []

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from linprobe.diskio import WriteError
+from linprobe.features.config import (
+    DEFAULT_INIT_SEED, DEVICES, IMAGE_SIZE_MIN, ON_ERROR, PRECISIONS, RESIZE_MODES,
+    ExtractConfig, SplitConfig,
+)
 from linprobe.pipeline.interrupt import interrupted, run_interruptibly
 from linprobe.pipeline.outputs import claim_outputs
-from linprobe.pipeline.params import (
-    DEVICES, ON_ERROR, PRECISIONS, RESIZE_MODES, ParamsError, load_params,
-)
+from linprobe.pipeline.params import ParamsError, load_params
 
 
 def _positive_int(text: str) -> int:
@@ -35,12 +37,25 @@ def _image_size(text: str) -> int | None:
     if text.lower() in ("auto", "none", "null", ""):
         return None
     value = _positive_int(text)
-    if value < 8:
-        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    if value < IMAGE_SIZE_MIN:
+        raise argparse.ArgumentTypeError(f"must be at least {IMAGE_SIZE_MIN} pixels, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    if args.seed is not None:
+        raise ValueError("--seed was renamed to --split-seed (it seeds the train/val/test split; "
+                         "random-init backbones take --init-seed)")
     if (args.params is None) != (args.name is None):
         raise ParamsError("--params and --name go together: the backbone's entry is "
                           "backbones.<name> in the params file")
@@ -48,23 +63,31 @@ def cmd_extract(args: argparse.Namespace) -> None:
         _extract(args)
 
 
-def _extract(args: argparse.Namespace) -> None:
-    from linprobe.features.extract import extract_embeddings
-
-    layer = args.layer
+def extract_configs(args: argparse.Namespace) -> tuple[ExtractConfig, SplitConfig]:
+    """The library's configs from `linprobe extract`'s arguments (and the backbone's entry in
+    --params for what a dvc.yaml command line cannot carry: layer, init_seed)."""
+    layer, init_seed = args.layer, args.init_seed
     if args.params is not None:
-        # Optional per-backbone settings that a dvc.yaml command line cannot carry.
         params = load_params(args.params)
         if args.name not in params.backbones:
             raise ParamsError(f"{params.source}: backbones.{args.name} is not defined; defined "
                               f"backbones: {', '.join(params.backbones)}")
-        layer = layer or params.backbones[args.name].layer
-    out = extract_embeddings(
-        args.backbone, args.data, args.out, image_size=args.image_size, resize=args.resize,
-        batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-        on_error=args.on_error, precision=args.precision, layer=layer,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+        entry = params.backbones[args.name]
+        layer = layer if layer is not None else entry.layer
+        init_seed = init_seed if init_seed is not None else entry.init_seed
+    config = ExtractConfig(
+        image_size=args.image_size, resize=args.resize, batch_size=args.batch_size,
+        device=args.device, precision=args.precision, on_error=args.on_error,
+        num_workers=args.workers, layer=layer, init_seed=init_seed,
     )
+    return config, SplitConfig(args.val_fraction, args.test_fraction, args.split_seed)
+
+
+def _extract(args: argparse.Namespace) -> None:
+    from linprobe.features.extract import extract_embeddings
+
+    config, split = extract_configs(args)
+    out = extract_embeddings(args.backbone, args.data, args.out, config, split)
     print(f"embeddings written to {out}")
 
 
@@ -171,25 +194,37 @@ def build_parser() -> argparse.ArgumentParser:
                     help="spec, e.g. lite:efficientnet-lite0, torchvision:resnet50[:WEIGHTS|:none]")
     ex.add_argument("--data", required=True, help="image folder or CSV manifest (path,label[,split])")
     ex.add_argument("--out", required=True, type=Path, help="output .h5 file")
-    ex.add_argument("--image-size", type=_image_size, default=None,
+    # Defaults and choices are the library's (features.config); None means "decided there".
+    x, s = ExtractConfig(), SplitConfig()
+    ex.add_argument("--image-size", type=_image_size, default=x.image_size,
                     help="input size in px (default: the weights' own)")
-    ex.add_argument("--resize", choices=RESIZE_MODES, default="crop",
+    ex.add_argument("--resize", choices=RESIZE_MODES, default=x.resize,
                     help="non-square images: centre crop (the weights' protocol), pad (letterbox "
-                         "the whole image) or stretch (default: crop)")
-    ex.add_argument("--batch-size", type=_positive_int, default=64)
-    ex.add_argument("--device", choices=DEVICES, default="auto")
-    ex.add_argument("--precision", choices=PRECISIONS, default="auto")
-    ex.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: auto)")
-    ex.add_argument("--on-error", choices=ON_ERROR, default="fail",
-                    help="unreadable image: stop (fail) or record and leave it out (skip)")
-    ex.add_argument("--layer", default=None, help="intermediate layer name (default: penultimate)")
-    ex.add_argument("--val-fraction", type=float, default=0.1,
-                    help="val share when the data defines no split")
-    ex.add_argument("--test-fraction", type=float, default=0.2,
-                    help="test share when the data defines no split")
-    ex.add_argument("--seed", type=int, default=0, help="seed of the split when the data has none")
+                         "the whole image) or stretch (default: %(default)s)")
+    ex.add_argument("--batch-size", type=_positive_int, default=x.batch_size,
+                    help="default: %(default)s")
+    ex.add_argument("--device", choices=DEVICES, default=x.device, help="default: %(default)s")
+    ex.add_argument("--precision", choices=PRECISIONS, default=x.precision,
+                    help="default: %(default)s (bfloat16 on CUDA, float32 on CPU)")
+    ex.add_argument("--workers", type=int, default=x.num_workers,
+                    help="DataLoader workers (default: picked for the cores and device)")
+    ex.add_argument("--on-error", choices=ON_ERROR, default=x.on_error,
+                    help="unreadable image: stop (fail) or record and leave it out (skip) "
+                         "(default: %(default)s)")
+    ex.add_argument("--layer", default=x.layer,
+                    help="intermediate layer name (default: penultimate)")
+    ex.add_argument("--val-fraction", type=float, default=s.val_fraction,
+                    help="val share when the data defines no split (default: %(default)s)")
+    ex.add_argument("--test-fraction", type=float, default=s.test_fraction,
+                    help="test share when the data defines no split (default: %(default)s)")
+    ex.add_argument("--split-seed", type=_seed, default=s.split_seed,
+                    help="seed of the split when the data defines none (default: %(default)s)")
+    ex.add_argument("--init-seed", type=_seed, default=x.init_seed,
+                    help="seed of random-init (:none) weights (default: backbones.<--name>."
+                         f"init_seed, else {DEFAULT_INIT_SEED}); refused for pretrained weights")
+    ex.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # renamed
     ex.add_argument("--params", type=Path, default=None,
-                    help="params.yaml to read backbones.<--name>.layer from")
+                    help="params.yaml to read backbones.<--name>.layer and .init_seed from")
     ex.add_argument("--name", default=None, help="the backbone's name in params.yaml")
     ex.set_defaults(func=cmd_extract)
 

@@ -13,11 +13,25 @@ from typing import Any
 
 import yaml
 
-from linprobe.features.croploss import RESIZE_MODES
+from linprobe.features.config import (
+    DEVICES,
+    IMAGE_SIZE_MIN,
+    ON_ERROR,
+    PRECISIONS,
+    RESIZE_MODES,
+    ExtractConfig,
+    SplitConfig,
+    is_random_init,
+)
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-ON_ERROR = ("fail", "skip")
+# Defaults and choices come from features.config (the library's own); the bounds below are only
+# sanity limits for a params file.
+_X, _S = ExtractConfig, SplitConfig
+# Keys that were renamed: an old params.yaml gets the new name instead of "not a known setting".
+_RENAMED = {
+    "data.seed": "was renamed to data.split_seed (it seeds the train/val/test split; random-init "
+                 "backbones take backbones.<name>.init_seed)",
+}
 # dvc.yaml interpolates these values into shell command lines (see its header), so each is
 # either restricted to characters no shell interprets or single-quoted there:
 # - backbone and probe names become file and DVC stage names (extract@<name>, train@<b>-<p>);
@@ -37,25 +51,39 @@ class ParamsError(ValueError):
 @dataclass(frozen=True)
 class DataParams:
     path: str
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    seed: int = 0
+    val_fraction: float = _S.val_fraction
+    test_fraction: float = _S.test_fraction
+    split_seed: int = _S.split_seed
+
+    def split_config(self) -> SplitConfig:
+        return SplitConfig(self.val_fraction, self.test_fraction, self.split_seed)
 
 
 @dataclass(frozen=True)
 class ExtractParams:
-    image_size: int | None = None  # None: the size the weights were trained at
-    resize: str = "crop"           # crop | pad | stretch: how non-square images become square
-    batch_size: int = 64
-    device: str = "auto"
-    precision: str = "auto"
-    on_error: str = "fail"
+    """The ``extract`` section: the settings every backbone shares (see ExtractConfig)."""
+
+    image_size: int | None = _X.image_size
+    resize: str = _X.resize
+    batch_size: int = _X.batch_size
+    device: str = _X.device
+    precision: str = _X.precision
+    on_error: str = _X.on_error
 
 
 @dataclass(frozen=True)
 class BackboneParams:
-    spec: str                      # e.g. lite:efficientnet-lite0, torchvision:resnet50:none
-    layer: str | None = None       # None: penultimate; else a named module, global-average-pooled
+    spec: str                            # e.g. lite:efficientnet-lite0, torchvision:resnet50:none
+    layer: str | None = _X.layer         # None: penultimate; else a module, average-pooled
+    init_seed: int | None = _X.init_seed  # random-init (:none) weights only
+
+
+def extract_config(extract: ExtractParams, backbone: BackboneParams) -> ExtractConfig:
+    """The library's config for one backbone: the shared ``extract`` section + its own entry."""
+    return ExtractConfig(image_size=extract.image_size, resize=extract.resize,
+                         batch_size=extract.batch_size, device=extract.device,
+                         precision=extract.precision, on_error=extract.on_error,
+                         layer=backbone.layer, init_seed=backbone.init_seed)
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,9 @@ class _Reader:
 
     def reject_unknown(self, allowed: set[str]) -> None:
         unknown = sorted(set(self.node) - allowed)
+        for key in unknown:
+            if self.key(key) in _RENAMED:
+                self.fail(self.key(key), _RENAMED[self.key(key)])
         if unknown:
             self.fail(self.key(unknown[0]),
                       f"is not a known setting; allowed here: {', '.join(sorted(allowed))}")
@@ -106,7 +137,8 @@ class _Reader:
         if choices is not None and value not in choices:
             self.fail(self.key(name), f"must be one of {list(choices)}, got {value!r}")
         if low is not None and value < low or high is not None and value > high:
-            self.fail(self.key(name), f"must be in [{low}, {high}], got {value!r}")
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            self.fail(self.key(name), f"must be {bounds}, got {value!r}")
         return value
 
 
@@ -122,12 +154,12 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     top.reject_unknown({"data", "extract", "backbones", "probes", "seed"})
 
     d = _Reader(source, top.get("data", dict), "data")
-    d.reject_unknown({"path", "val_fraction", "test_fraction", "seed"})
+    d.reject_unknown({"path", "val_fraction", "test_fraction", "split_seed"})
     data = DataParams(
         path=_data_path(d),
-        val_fraction=d.get("val_fraction", float, 0.1, low=0.0, high=0.9),
-        test_fraction=d.get("test_fraction", float, 0.2, low=0.0, high=0.9),
-        seed=d.get("seed", int, 0),
+        val_fraction=d.get("val_fraction", float, _S.val_fraction, low=0.0, high=0.9),
+        test_fraction=d.get("test_fraction", float, _S.test_fraction, low=0.0, high=0.9),
+        split_seed=d.get("split_seed", int, _S.split_seed, low=0),
     )
     if data.val_fraction + data.test_fraction >= 1.0:
         d.fail("data.val_fraction + data.test_fraction", "must be < 1 to leave training data")
@@ -135,12 +167,12 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     e = _Reader(source, top.get("extract", dict, {}), "extract")
     e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error"})
     extract = ExtractParams(
-        image_size=e.get("image_size", int, None, low=8, high=4096),
-        resize=e.get("resize", str, "crop", choices=RESIZE_MODES),
-        batch_size=e.get("batch_size", int, 64, low=1, high=65536),
-        device=e.get("device", str, "auto", choices=DEVICES),
-        precision=e.get("precision", str, "auto", choices=PRECISIONS),
-        on_error=e.get("on_error", str, "fail", choices=ON_ERROR),
+        image_size=e.get("image_size", int, _X.image_size, low=IMAGE_SIZE_MIN, high=4096),
+        resize=e.get("resize", str, _X.resize, choices=RESIZE_MODES),
+        batch_size=e.get("batch_size", int, _X.batch_size, low=1, high=65536),
+        device=e.get("device", str, _X.device, choices=DEVICES),
+        precision=e.get("precision", str, _X.precision, choices=PRECISIONS),
+        on_error=e.get("on_error", str, _X.on_error, choices=ON_ERROR),
     )
 
     b = _Reader(source, top.get("backbones", dict), "backbones")
@@ -152,13 +184,18 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
             b.fail(b.key(str(name)), f"is not a valid backbone name: use only {NAME_RULE} "
                                      "(it becomes a file name and part of a shell command)")
         entry = _Reader(source, b.node[name], b.key(name))
-        entry.reject_unknown({"spec", "layer"})
+        entry.reject_unknown({"spec", "layer", "init_seed"})
         spec = entry.get("spec", str)
         if not _SPEC_RE.match(spec):
             entry.fail(entry.key("spec"), f"{spec!r} is not a safe backbone spec: use only "
                        f"{SPEC_RULE} (dvc.yaml passes it on a shell command line; rename or move "
                        "a file: model whose path has other characters)")
-        backbones[name] = BackboneParams(spec=spec, layer=entry.get("layer", str, None))
+        init_seed = entry.get("init_seed", int, _X.init_seed, low=0)
+        if init_seed is not None and not is_random_init(spec):
+            entry.fail(entry.key("init_seed"), f"does nothing for the pretrained spec {spec!r}: it "
+                       "seeds random-init weights only (specs ending in ':none'); remove it")
+        backbones[name] = BackboneParams(spec=spec, layer=entry.get("layer", str, _X.layer),
+                                         init_seed=init_seed)
 
     p = _Reader(source, top.get("probes", dict), "probes")
     if not p.node:

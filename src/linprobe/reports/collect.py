@@ -1,6 +1,6 @@
 """Find and load the pipeline's artifacts (metrics JSON, predictions CSV, embeddings attrs).
 
-Layout read (DESIGN.md): ``embeddings/<backbone>.h5``, ``metrics/<backbone>/<probe>.json``,
+Layout read: ``embeddings/<backbone>.h5``, ``metrics/<backbone>/<probe>.json``,
 ``predictions/<backbone>/<probe>.csv``. Optional keys may be missing; callers get ``None``.
 """
 

@@ -19,9 +19,9 @@ def _sq_dists(x: np.ndarray) -> np.ndarray:
 
 
 def _mmd2_unbiased(k: np.ndarray, in_a: np.ndarray) -> np.ndarray:
-    """Unbiased MMD^2 for each split of the pooled sample.
+    """Unbiased MMD^2 for each partition of the pooled sample into A and B.
 
-    k: (n, n) joint kernel matrix; in_a: (P, n) boolean masks of sample A (one row per split).
+    k: (n, n) joint kernel matrix; in_a: (P, n) boolean masks of sample A (one row per partition).
     Returns (P,). Block sums come from one matrix product (k @ W) instead of P sub-matrix
     copies, so a 200-permutation test costs about one pass over k per 200 columns.
     """

@@ -92,7 +92,7 @@ class _LiteFeatures(torch.nn.Module):
         return self.net.features(x)
 
 
-def _split_lite(net: EfficientNetLite) -> tuple[torch.nn.Module, torch.nn.Module, int]:
+def _separate_lite_head(net: EfficientNetLite) -> tuple[torch.nn.Module, torch.nn.Module, int]:
     return _LiteFeatures(net), net._fc, net._fc.in_features
 
 
@@ -110,5 +110,5 @@ def load_lite(
         net=build_lite(name),
         preprocess=lite_preprocess(name).with_image_size(image_size),
         weights="imagenet",
-        split=_split_lite,
+        separate_head=_separate_lite_head,
     )

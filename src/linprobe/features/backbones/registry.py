@@ -119,7 +119,7 @@ def load_backbone(
     loaded = _TABLE[family].load(model_name, weights, image_size=image_size, offline=pretrained_ok_offline)
     num_params = count_params(loaded.net)
     if layer is None:
-        trunk, head, dim = loaded.split(loaded.net)
+        trunk, head, dim = loaded.separate_head(loaded.net)
         model = freeze(EmbeddingModel(trunk))
     else:
         model, head, dim = freeze(LayerEmbedding(loaded.net, layer, loaded.channels_last)), None, 0

@@ -76,7 +76,7 @@ class _PreLogits(nn.Module):
         return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
 
 
-def _split_timm(net: nn.Module) -> tuple[nn.Module, nn.Module | None, int]:
+def _separate_timm_head(net: nn.Module) -> tuple[nn.Module, nn.Module | None, int]:
     head = net.get_classifier()
     dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
     return _PreLogits(net), head if isinstance(head, nn.Linear) else None, dim
@@ -155,5 +155,5 @@ def load_timm(
         net=freeze(net),
         preprocess=timm_preprocess(net).with_image_size(image_size),
         weights=(getattr(net, "pretrained_cfg", {}) or {}).get("tag", "default") if pretrained else "none",
-        split=_split_timm,
+        separate_head=_separate_timm_head,
     )

@@ -202,7 +202,7 @@ def _conv_head_as_linear(conv: nn.Conv2d) -> nn.Module:
     return freeze(nn.Sequential(linear, nn.ReLU()))
 
 
-def split_head(net: nn.Module) -> tuple[nn.Module, nn.Module, int]:
+def separate_head(net: nn.Module) -> tuple[nn.Module, nn.Module, int]:
     """Remove the final layer in place: returns (trunk -> embedding, head, embed_dim)."""
     parent, attr, layer = find_head(net)
     setattr(parent, attr, nn.Identity())
@@ -219,7 +219,8 @@ def load_torchvision(
     offline: bool = True,
     num_classes: int | None = None,
 ) -> LoadedNet:
-    """The full classifier for ``torchvision:<model>[:<weights>]``, ready to split or tap."""
+    """The full classifier for ``torchvision:<model>[:<weights>]``, ready to separate its head
+    or to tap."""
     weights = resolve_weights(model, weights_name)
     if weights is not None and offline:
         check_offline(model, weights)
@@ -231,7 +232,7 @@ def load_torchvision(
         net=net,
         preprocess=pre,
         weights=name,
-        split=split_head,
+        separate_head=separate_head,
         # swin's feature stages are (B, H, W, C); pooled over H, W for ``layer=``.
         channels_last=model.startswith("swin"),
     )

@@ -37,8 +37,8 @@ class Backbone:
     layer: str | None = None
 
 
-# Splits a full classifier in place into (trunk -> (B, D), head or None, D).
-Splitter = Callable[[torch.nn.Module], "tuple[torch.nn.Module, torch.nn.Module | None, int]"]
+# Separates a full classifier's final layer in place: (trunk -> (B, D), head or None, D).
+HeadSeparator = Callable[[torch.nn.Module], "tuple[torch.nn.Module, torch.nn.Module | None, int]"]
 
 
 @dataclass
@@ -49,7 +49,7 @@ class LoadedNet:
     net: torch.nn.Module
     preprocess: Preprocess
     weights: str
-    split: Splitter
+    separate_head: HeadSeparator
     channels_last: bool = False  # intermediate 4-D outputs are (B, H, W, C), e.g. swin
 
 
