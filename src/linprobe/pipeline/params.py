@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from linprobe.features.croploss import RESIZE_MODES
+from linprobe.models.options import ProbeOptions
+from linprobe.models.probes import PROBES, probe_options
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -59,11 +61,18 @@ class BackboneParams:
 
 
 @dataclass(frozen=True)
+class ProbeEntry:
+    """One probes.<name> entry: the registry probe it runs and that probe's options."""
+    probe: str                     # registry name (logreg, knn, ...); defaults to the entry name
+    options: ProbeOptions          # the probe's options dataclass (LogregOptions, KnnOptions, ...)
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     extract: ExtractParams
     backbones: dict[str, BackboneParams]           # name -> spec (+ layer)
-    probes: dict[str, dict[str, Any]]              # name -> options for linprobe.models
+    probes: dict[str, ProbeEntry]                  # entry name -> probe + options
     seed: int = 0
     source: Path = field(default=Path("params.yaml"), compare=False)
 
@@ -160,17 +169,37 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
                        "a file: model whose path has other characters)")
         backbones[name] = BackboneParams(spec=spec, layer=entry.get("layer", str, None))
 
+    return Params(data=data, extract=extract, backbones=backbones, probes=_probes(source, top),
+                  seed=top.get("seed", int, 0), source=source)
+
+
+def _probes(source: Path, top: _Reader) -> dict[str, ProbeEntry]:
+    """probes: {<entry name>: {probe: <registry name>, ...options}}; every bad entry is listed."""
     p = _Reader(source, top.get("probes", dict), "probes")
     if not p.node:
         p.fail("probes", "is empty; add at least one, e.g. `logreg: {}`")
-    probes = {}
+    probes, problems = {}, []
     for name in p.node:
         if not isinstance(name, str) or not _NAME_RE.match(name):
             p.fail(p.key(str(name)), f"is not a valid probe name: use only {NAME_RULE}")
-        probes[name] = dict(p.get(name, dict, None) or {})
-
-    return Params(data=data, extract=extract, backbones=backbones, probes=probes,
-                  seed=top.get("seed", int, 0), source=source)
+        options = dict(p.get(name, dict, None) or {})
+        named = "probe" in options
+        probe = options.pop("probe", name)
+        try:
+            if not isinstance(probe, str):
+                raise ValueError(f"'probe' must be a probe name such as logreg, got {probe!r}")
+            probes[name] = ProbeEntry(probe, probe_options(probe, options))
+        except ValueError as exc:
+            # An entry without `probe:` runs the probe of its own name: say how to name a variant.
+            hint = ("" if named or probe in PROBES else
+                    f" A variant of a probe names it: `{name}: {{probe: logreg, ...}}`.")
+            problems.append(f"probes.{name}: {exc}{hint}")
+    if len(problems) == 1:
+        raise ParamsError(f"{source}: {problems[0]}")
+    if problems:
+        raise ParamsError(f"{source}: {len(problems)} probe entries to fix:\n  - "
+                          + "\n  - ".join(problems))
+    return probes
 
 
 def _data_path(d: _Reader) -> str:
