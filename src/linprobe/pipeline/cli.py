@@ -86,6 +86,14 @@ def _train(args: argparse.Namespace) -> None:
                               f"defined probes: {', '.join(params.probes)}")
         probe, options = params.probes[args.probe].probe, params.probes[args.probe].options
         seed = params.seed if seed is None else seed
+    else:
+        from linprobe.models.probes import get_probe
+
+        try:
+            get_probe(probe)
+        except ValueError as exc:
+            raise ValueError(f"{exc} Without --params, --probe names a probe; an entry of "
+                             "params.yaml needs --params params.yaml.") from None
     # A worker thread: liblinear/lbfgs fits run minutes in C code that never checks for Ctrl-C.
     metrics = run_interruptibly("train", train_probe, args.embeddings, probe, args.out_dir,
                                 options=options, seed=0 if seed is None else seed,
