@@ -45,7 +45,8 @@ def _int(name: str, v: Any, low: int) -> int:
 
 
 def _real(name: str, v: Any, low: float, high: float | None = None) -> float:
-    if isinstance(v, bool) or not isinstance(v, Real) or not (v > low and (high is None or v < high)):
+    if isinstance(v, bool) or not isinstance(v, Real) or not (
+            v > low and (high is None or v < high)):
         rng = f"in ({low}, {high})" if high is not None else f"> {low}"
         raise _bad(name, f"a float {rng}", v)
     return float(v)
@@ -95,7 +96,7 @@ class ProbeOptions:
 
     normalize: str = "standard"           # standard | l2 | none
     grid: tuple = C_GRID                  # values of ``searched``, tried in ascending order
-    scheme: str = "val"                   # val (the val split, else holdout_fraction of train) | kfold
+    scheme: str = "val"                   # val (val split, else holdout_fraction of train) | kfold
     folds: int = 5                        # kfold only
     holdout_fraction: float = 0.2         # share of train held out when the data has no val split
     selection_metric: str | None = None   # None: accuracy (multiclass) / mAP (multilabel)

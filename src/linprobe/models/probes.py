@@ -52,7 +52,8 @@ class ProbeSpec:
         return self.options.searched
 
 
-def _sklearn_logreg(value: float, opts: LinearOptions, seed: int, warm: bool = False) -> BaseEstimator:
+def _sklearn_logreg(value: float, opts: LinearOptions, seed: int,
+                    warm: bool = False) -> BaseEstimator:
     # lbfgs on >2 classes minimises the multinomial loss; it keeps float32 input as float32.
     return LogisticRegression(C=float(value), solver="lbfgs", max_iter=opts.max_iter,
                               tol=opts.tol, class_weight=opts.class_weight,
