@@ -1,14 +1,16 @@
 """Linear probes on cached embeddings: selection on val, refit, test scored once.
 
 Public entry points: :func:`train_probe` (the ``train`` stage), the probe registry
-:data:`PROBES`, :func:`bootstrap_ci`, :func:`paired_bootstrap`, :func:`compare_runs`.
+:data:`PROBES` and the probes' options dataclasses, :func:`bootstrap_ci`,
+:func:`paired_bootstrap`, :func:`compare_runs`.
 Never imports torch.
 """
 
 from .compare import compare_runs
+from .options import FewShot, KnnOptions, LinearOptions, LogregOptions, ProbeOptions
 from .probes import PROBES, get_probe
 from .train import train_probe
 from .uncertainty import bootstrap_ci, paired_bootstrap
 
-__all__ = ["PROBES", "bootstrap_ci", "compare_runs", "get_probe", "paired_bootstrap",
-           "train_probe"]
+__all__ = ["PROBES", "FewShot", "KnnOptions", "LinearOptions", "LogregOptions", "ProbeOptions",
+           "bootstrap_ci", "compare_runs", "get_probe", "paired_bootstrap", "train_probe"]

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from linprobe.features.croploss import RESIZE_MODES
-from linprobe.models.options import ProbeOptions
-from linprobe.models.probes import PROBES, probe_options
+
+if TYPE_CHECKING:
+    from linprobe.models.options import ProbeOptions
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -175,6 +176,9 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
 
 def _probes(source: Path, top: _Reader) -> dict[str, ProbeEntry]:
     """probes: {<entry name>: {probe: <registry name>, ...options}}; every bad entry is listed."""
+    # Imported here: linprobe.models loads scikit-learn, which `linprobe --help` must not wait for.
+    from linprobe.models.probes import PROBES, probe_options
+
     p = _Reader(source, top.get("probes", dict), "probes")
     if not p.node:
         p.fail("probes", "is empty; add at least one, e.g. `logreg: {}`")
