@@ -25,6 +25,7 @@ Finally linprobe's chosen C is refit on train+val and scored on test once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 import warnings
@@ -37,7 +38,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from linprobe.models.options import resolve_options
+from linprobe.models.options import LogregOptions, resolve_options
 from linprobe.models.probes import get_probe
 from linprobe.models.selection import n_iterations, select
 from linprobe.features.fashion_mnist import load_split
@@ -115,9 +116,10 @@ def main() -> None:
               f"test {len(y_test)}, D={X.shape[1]}, dtype {X.dtype}", flush=True)
 
         spec = get_probe("logreg")
-        opts = resolve_options({"grid": [10.0 ** e for e in range(-6, 7, 2)], "search": "refine",
-                                "refine_steps": args.refine_steps, "max_iter": args.max_iter,
-                                "tol": args.tol}, spec, "multiclass", [str(c) for c in range(10)])
+        opts = resolve_options(LogregOptions(grid=[10.0 ** e for e in range(-6, 7, 2)],
+                                             search="refine", refine_steps=args.refine_steps,
+                                             max_iter=args.max_iter, tol=args.tol),
+                               "multiclass", [str(c) for c in range(10)])
         sel = select(spec, opts, 0, X, y, is_val, 10)
         ours = summary(sel)
         print("linprobe sweep:", json.dumps(ours), flush=True)
@@ -126,7 +128,7 @@ def main() -> None:
             import torch
             if args.threads:
                 torch.set_num_threads(args.threads)
-            tsel = select(spec, {**opts, "solver": "torch", "device": "auto"}, 0, X, y, is_val, 10)
+            tsel = select(spec, dataclasses.replace(opts, solver="torch"), 0, X, y, is_val, 10)
             torch_sweep = {**summary(tsel), "device": "cuda" if torch.cuda.is_available() else "cpu"}
             print("linprobe sweep, torch solver:", json.dumps(torch_sweep), flush=True)
 

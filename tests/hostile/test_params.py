@@ -120,13 +120,27 @@ def test_missing_data_path_is_refused(tmp_path):
 
 
 def test_all_problems_are_listed_in_one_run(folder, tmp_path):
+    # Problems found against the data and the weights (option names and types are checked
+    # when params.yaml loads; see the next test).
     params = write_params(tmp_path, folder,
                           backbones={"a": {"spec": "torchvision:resnet19"},
                                      "b": {"spec": "lite:efficientnet-lite9"}},
-                          probes={"knn": {"tol": 1e-3}, "linear_svm": {"solver": "torch"}})
-    r = check(tmp_path, params, ["4 problem", r"backbones\.a", r"backbones\.b", r"probes\.knn",
-                                 r"probes\.linear_svm"])
+                          probes={"knn": {"selection_metric": "mAP"},
+                                  "lr": {"probe": "logreg", "class_weight": {"zebra": 2}}})
+    r = check(tmp_path, params, ["4 problem", r"backbones\.a", r"backbones\.b",
+                                 r"probes\.knn: The 'selection_metric' probe option must be one "
+                                 r"of \['accuracy'", r"probes\.lr: .*keyed by class names"])
     assert r.err.count("\n  - ") == 4
+
+
+def test_every_bad_probe_entry_is_listed_when_params_load(folder, tmp_path):
+    params = write_params(tmp_path, folder,
+                          probes={"knn": {"tol": 1e-3}, "linear_svm": {"solver": "torch"},
+                                  "lr": {"probe": "logreg", "n_boot": 0}})
+    r = check(tmp_path, params, ["3 probe entries to fix", r"probes\.knn: The 'tol'",
+                                 r"probes\.linear_svm: The 'solver'",
+                                 r"probes\.lr: The 'n_boot' probe option must be an int >= 1"])
+    assert r.err.count("\n  - ") == 3
 
 
 def test_good_params_pass_write_the_stamp_and_print_counts(folder, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from linprobe.models.fewshot import few_shot_curve, sample_k_shot
-from linprobe.models.options import resolve_options
+from linprobe.models.options import LogregOptions, resolve_options
 from linprobe.models.probes import get_probe
 from linprobe.models.selection import make_folds, select
 
@@ -62,7 +62,7 @@ def test_logreg_selection_warm_starts_along_the_grid(fmnist_small):
     tv = ~es.mask("test")
     X, y, is_val = es.embeddings[tv], es.labels[tv], es.mask("val")[tv]
     spec = get_probe("logreg")
-    opts = resolve_options({"grid": [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]}, spec,
+    opts = resolve_options(LogregOptions(grid=[0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
                            "multiclass", FMNIST_CLASSES)
     warm = select(spec, opts, 0, X, y, is_val, 10)
     cold = select(dataclasses.replace(spec, warm_start=False), opts, 0, X, y, is_val, 10)
@@ -76,12 +76,12 @@ def test_logreg_selection_warm_starts_along_the_grid(fmnist_small):
 
 def test_kfold_folds_are_stratified_and_cover_everything():
     y = np.repeat([0, 1], [20, 10])
-    scheme, folds = make_folds(y, np.zeros(30, bool), "kfold", folds=5, val_fraction=0.2, seed=0)
+    scheme, folds = make_folds(y, np.zeros(30, bool), "kfold", folds=5, holdout_fraction=0.2, seed=0)
     assert scheme == "kfold" and len(folds) == 5
     assert sorted(np.concatenate([f.eval_idx for f in folds]).tolist()) == list(range(30))
     assert all(np.bincount(y[f.eval_idx]).tolist() == [4, 2] for f in folds)
     with pytest.raises(ValueError, match="Lower the 'folds' option"):
-        make_folds(y[:3], np.zeros(3, bool), "kfold", folds=5, val_fraction=0.2, seed=0)
+        make_folds(y[:3], np.zeros(3, bool), "kfold", folds=5, holdout_fraction=0.2, seed=0)
 
 
 @pytest.mark.parametrize("kind", ["standard", "l2", "none"])

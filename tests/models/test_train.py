@@ -100,7 +100,7 @@ def test_no_val_split_holds_out_stratified_fraction_of_train(tmp_path):
     X, y = blobs(25, 3, 6, sep=2.0)
     split = np.where(split_names(y) == "val", "train", split_names(y))
     m = train_probe(write_h5(tmp_path / "nv.h5", X, y, split, list("abc")), "logreg",
-                    tmp_path / "o", options={**FAST, "val_fraction": 0.25})
+                    tmp_path / "o", options={**FAST, "holdout_fraction": 0.25})
     assert m["selection"]["scheme"] == "val_from_train" and m["n"]["val"] == 0
     assert m["val"]["accuracy"] > 0.8
 

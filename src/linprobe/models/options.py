@@ -1,49 +1,204 @@
-"""Probe options: defaults and validation with messages that name the option and the fix."""
+"""Probe options as frozen dataclasses: each field's default and check live in one class.
+
+``ProbeOptions`` holds what every probe accepts; ``LinearOptions`` adds what the C-searched linear
+probes use (``logreg``, ``linear_svm``, ``ovr_*``), ``LogregOptions`` the torch solver, and
+``KnnOptions`` the vote temperature. The registry (:mod:`.probes`) names each probe's class, so an
+option a probe does not use (``temperature`` on an SVM) is refused instead of silently ignored.
+Constructing a class checks its values; :func:`options_from_dict` also checks the option names;
+:func:`resolve_options` adds the checks that need the data (task, class names).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
-from .probes import NORMALIZATIONS, ProbeSpec
+import numpy as np
 
-SELECTION_METRICS = {"multiclass": ("accuracy", "balanced_accuracy", "macro_f1"),
-                     "multilabel": ("mAP", "micro_ap")}
+from linprobe.features.config import DEVICES
 
-DEFAULTS: dict[str, Any] = {
-    "normalize": None,          # None -> the probe's default (standard; none for knn)
-    "class_weight": None,       # None | "balanced" | {class_name: weight}
-    "grid": None,               # None -> the probe's default grid
-    "search": "grid",           # "grid" | "refine" (log-space bisection around the best C)
-    "refine_steps": 3,
-    "scheme": "val",            # "val" (given val split, else a stratified fraction of train) | "kfold"
-    "folds": 5,
-    "val_fraction": 0.2,
-    "selection_metric": None,   # None -> accuracy (multiclass) / mAP (multilabel)
-    "solver": "sklearn",        # logreg only: "sklearn" (reference) | "torch" (L-BFGS, GPU-capable)
-    "device": "auto",           # torch solver: "auto" | "cpu" | "cuda"
-    "max_iter": 1000,
-    "tol": 1e-4,
-    "temperature": 0.07,
-    "few_shot": {"k": [1, 2, 4, 8, 16], "seeds": 3},   # False disables
-    "n_boot": 1000,
-    "alpha": 0.05,
-}
+NORMALIZATIONS: tuple[str, ...] = ("standard", "l2", "none")
+SELECTION_METRICS: dict[str, tuple[str, ...]] = {
+    "multiclass": ("accuracy", "balanced_accuracy", "macro_f1"),
+    "multilabel": ("mAP", "micro_ap")}
+SCHEMES: tuple[str, ...] = ("val", "kfold")
+SEARCHES: tuple[str, ...] = ("grid", "refine")
+SOLVERS: tuple[str, ...] = ("sklearn", "torch")
+SOLVER_DEVICES: tuple[str, ...] = DEVICES  # the extractor's choices: one list of devices
+C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 13))
+K_GRID: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+
+# Names an old params.yaml may still use: {old: (new, why)}.
+RENAMED = {"val_fraction": ("holdout_fraction", "the share of train held out for selection "
+                            "when the data has no val split; data.val_fraction is a different "
+                            "thing, the val split's share of the data")}
 
 
-# Which options each probe accepts: an option that does not apply (temperature on an SVM, a
-# solver or a C refinement on k-NN) is refused rather than silently ignored.
-_COMMON = frozenset({"normalize", "grid", "scheme", "folds", "val_fraction", "selection_metric",
-                     "few_shot", "n_boot", "alpha"})
-_LINEAR = _COMMON | {"class_weight", "search", "refine_steps", "max_iter", "tol"}
-PROBE_OPTIONS: dict[str, frozenset[str]] = {
-    "logreg": _LINEAR | {"solver", "device"},
-    "linear_svm": _LINEAR,
-    "knn": _COMMON | {"temperature"},
-    "ovr_logreg": _LINEAR,
-    "ovr_linear_svm": _LINEAR,
-}
+def _bad(name: str, must: str, got: Any) -> ValueError:
+    return ValueError(f"The {name!r} probe option must be {must}. Got {got!r} instead.")
 
+
+def _int(name: str, v: Any, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
+        raise _bad(name, f"an int >= {low}", v)
+    return int(v)
+
+
+def _real(name: str, v: Any, low: float, high: float | None = None) -> float:
+    if isinstance(v, bool) or not isinstance(v, Real) or not (
+            v > low and (high is None or v < high)):
+        rng = f"in ({low}, {high})" if high is not None else f"> {low}"
+        raise _bad(name, f"a float {rng}", v)
+    return float(v)
+
+
+def _choice(name: str, v: Any, choices: tuple) -> None:
+    if not isinstance(v, str) or v not in choices:
+        raise _bad(name, f"one of {list(choices)}", v)
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    """Store a normalised value on a frozen dataclass (only ever from its __post_init__)."""
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """The few-shot curve: ``k`` labelled train images per class, ``seeds`` draws per k."""
+    k: tuple[int, ...] = (1, 2, 4, 8, 16)
+    seeds: int = 3
+
+    def __post_init__(self) -> None:
+        ks, got = self.k, {"k": self.k, "seeds": self.seeds}
+        if not (isinstance(ks, (list, tuple)) and ks and all(
+                isinstance(k, Integral) and not isinstance(k, bool) and k >= 1 for k in ks)):
+            raise _bad("few_shot", "a dict whose 'k' is a non-empty list of ints >= 1", got)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, Integral) or self.seeds < 1:
+            raise _bad("few_shot", "a dict whose 'seeds' is an int >= 1", got)
+        _set(self, "k", tuple(sorted({int(k) for k in ks})))
+        _set(self, "seeds", int(self.seeds))
+
+
+def _few_shot(fs: Any) -> FewShot | None:
+    """``few_shot`` as given: False/None (off), a FewShot, or a {"k", "seeds"} dict."""
+    if fs is False or fs is None or isinstance(fs, FewShot):
+        return fs or None
+    if not isinstance(fs, Mapping) or set(fs) - {"k", "seeds"}:
+        raise _bad("few_shot", 'False or a dict {"k": [ints >= 1], "seeds": int >= 1}', fs)
+    return FewShot(**fs)
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What every probe accepts: feature normalisation, the searched grid, how held-out data
+    is chosen for the search, the few-shot curve and the test bootstrap."""
+    searched: ClassVar[str] = "C"         # the hyper-parameter ``grid`` holds values of
+
+    normalize: str = "standard"           # standard | l2 | none
+    grid: tuple = C_GRID                  # values of ``searched``, tried in ascending order
+    scheme: str = "val"                   # val (val split, else holdout_fraction of train) | kfold
+    folds: int = 5                        # kfold only
+    holdout_fraction: float = 0.2         # share of train held out when the data has no val split
+    selection_metric: str | None = None   # None: accuracy (multiclass) / mAP (multilabel)
+    few_shot: FewShot | None = FewShot()  # None (YAML: false) switches the curve off
+    n_boot: int = 1000                    # bootstrap resamples of the test set
+    alpha: float = 0.05                   # 1 - confidence of the test intervals
+
+    def __post_init__(self) -> None:
+        _choice("normalize", self.normalize, NORMALIZATIONS)
+        _choice("scheme", self.scheme, SCHEMES)
+        if self.selection_metric is not None:
+            _choice("selection_metric", self.selection_metric,
+                    tuple(m for ms in SELECTION_METRICS.values() for m in ms))
+        _set(self, "folds", _int("folds", self.folds, 2))
+        _set(self, "n_boot", _int("n_boot", self.n_boot, 1))
+        _set(self, "holdout_fraction", _real("holdout_fraction", self.holdout_fraction, 0.0, 1.0))
+        _set(self, "alpha", _real("alpha", self.alpha, 0.0, 1.0))
+        _set(self, "grid", self._grid(self.grid))
+        _set(self, "few_shot", _few_shot(self.few_shot))
+
+    def _grid(self, grid: Any) -> tuple:
+        ok = isinstance(grid, (list, tuple)) and len(grid) > 0 and all(
+            isinstance(v, Real) and not isinstance(v, bool) and v > 0 for v in grid)
+        if not ok:
+            raise _bad("grid", f"a non-empty list of positive {self.searched} values", grid)
+        return tuple(sorted({float(v) for v in grid}))
+
+    def refine_steps_to_run(self) -> int:
+        """Log-space bisection steps around the best grid value (0: the grid as given)."""
+        return 0
+
+
+@dataclass(frozen=True)
+class LinearOptions(ProbeOptions):
+    """A linear classifier searched over its inverse regularisation C."""
+    class_weight: str | dict[str, float] | None = None   # None | balanced | {class name: weight}
+    search: str = "grid"                  # grid | refine (bisect the log grid around the best C)
+    refine_steps: int = 3
+    max_iter: int = 1000
+    tol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("search", self.search, SEARCHES)
+        _set(self, "refine_steps", _int("refine_steps", self.refine_steps, 0))
+        _set(self, "max_iter", _int("max_iter", self.max_iter, 1))
+        _set(self, "tol", _real("tol", self.tol, 0.0))
+        cw = self.class_weight
+        if isinstance(cw, Mapping):
+            if not all(isinstance(k, str) for k in cw) or not all(
+                    isinstance(v, Real) and not isinstance(v, bool) and v > 0 for v in cw.values()):
+                raise _bad("class_weight", "a dict of class name: positive weight", cw)
+            _set(self, "class_weight", {k: float(v) for k, v in cw.items()})
+        elif cw not in (None, "balanced"):
+            raise _bad("class_weight", 'None, "balanced" or a {class name: weight} dict', cw)
+
+    def refine_steps_to_run(self) -> int:
+        return self.refine_steps if self.search == "refine" else 0
+
+
+@dataclass(frozen=True)
+class LogregOptions(LinearOptions):
+    """Logistic regression, fitted by sklearn's lbfgs or by the torch L-BFGS solver."""
+    solver: str = "sklearn"               # sklearn (the reference) | torch (L-BFGS, GPU-capable)
+    device: str = "auto"                  # torch solver only: auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("solver", self.solver, SOLVERS)
+        _choice("device", self.device, SOLVER_DEVICES)
+        if self.device != "auto" and self.solver != "torch":
+            raise ValueError(f"The 'device' probe option applies only with solver: torch. Got "
+                             f"solver {self.solver!r}; remove 'device' or set solver: torch.")
+
+
+@dataclass(frozen=True)
+class KnnOptions(ProbeOptions):
+    """Cosine k-NN searched over n_neighbors; votes weighted by exp(similarity / temperature)."""
+    searched: ClassVar[str] = "n_neighbors"
+
+    normalize: str = "none"               # cosine similarity is scale-free already
+    grid: tuple = K_GRID
+    temperature: float = 0.07
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _set(self, "temperature", _real("temperature", self.temperature, 0.0))
+
+    def _grid(self, grid: Any) -> tuple:
+        values = super()._grid(grid)
+        if not all(v.is_integer() for v in values):
+            raise _bad("grid", f"a non-empty list of positive {self.searched} values", grid)
+        return tuple(int(v) for v in values)
+
+
+OPTION_CLASSES: tuple[type[ProbeOptions], ...] = (ProbeOptions, LinearOptions, LogregOptions,
+                                                  KnnOptions)
+KNOWN_OPTIONS: frozenset[str] = frozenset(f.name for c in OPTION_CLASSES for f in fields(c))
+
+# Why an option does not apply, where the option's name alone does not say it.
 _WHY = {"solver": "the torch solver is for 'logreg' only",
         "device": "the torch solver is for 'logreg' only",
         "temperature": "only k-NN weights votes by a temperature",
@@ -51,108 +206,46 @@ _WHY = {"solver": "the torch solver is for 'logreg' only",
         "refine_steps": "k-NN's n_neighbors grid is searched as given, never refined"}
 
 
-def check_applicable(options: dict | None, probe: str) -> None:
-    """Raise ValueError for an option unknown to linprobe or not used by ``probe``."""
+def option_names(cls: type[ProbeOptions]) -> list[str]:
+    """The options a probe with options class ``cls`` accepts, sorted."""
+    return sorted(f.name for f in fields(cls))
+
+
+def options_from_dict(cls: type[ProbeOptions], options: Mapping[str, Any] | None,
+                      probe: str) -> ProbeOptions:
+    """``cls(**options)`` after refusing renamed, unknown and not applicable option names."""
     options = dict(options or {})
-    unknown = sorted(set(options) - set(DEFAULTS))
+    for old, (new, why) in RENAMED.items():
+        if old in options:
+            raise ValueError(f"The {old!r} probe option was renamed to {new} ({why}); "
+                             f"rename it.")
+    unknown = sorted(set(options) - KNOWN_OPTIONS, key=str)
     if unknown:
-        raise ValueError(f"unknown probe option(s) {unknown}; known options: {sorted(DEFAULTS)}")
-    accepted = PROBE_OPTIONS[probe]
-    for name in sorted(set(options) - accepted):
+        raise ValueError(f"unknown probe option(s) {unknown}; known options: "
+                         f"{sorted(KNOWN_OPTIONS)}")
+    accepted = option_names(cls)
+    for name in sorted(set(options) - set(accepted)):
         why = f" ({_WHY[name]})" if name in _WHY else ""
         raise ValueError(f"The {name!r} probe option does not apply to probe {probe!r}{why}; "
-                         f"remove it. Options of {probe!r}: {sorted(accepted)}.")
-    if "device" in options and options.get("solver", DEFAULTS["solver"]) != "torch":
-        raise ValueError(f"The 'device' probe option applies only with solver: torch. Got "
-                         f"solver {options.get('solver', DEFAULTS['solver'])!r}; remove "
-                         "'device' or set solver: torch.")
+                         f"remove it. Options of {probe!r}: {accepted}.")
+    return cls(**options)
 
 
-def _bad(name: str, must: str, got: Any) -> ValueError:
-    return ValueError(f"The {name!r} probe option must be {must}. Got {got!r} instead.")
-
-
-def _int(opts: dict, name: str, low: int) -> None:
-    v = opts[name]
-    if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
-        raise _bad(name, f"an int >= {low}", v)
-
-
-def _real(opts: dict, name: str, low: float, high: float | None = None) -> None:
-    v = opts[name]
-    if isinstance(v, bool) or not isinstance(v, Real) or not (v > low and (high is None or v < high)):
-        rng = f"in ({low}, {high})" if high is not None else f"> {low}"
-        raise _bad(name, f"a float {rng}", v)
-
-
-def _choice(opts: dict, name: str, choices: tuple) -> None:
-    if opts[name] not in choices:
-        raise _bad(name, f"one of {list(choices)}", opts[name])
-
-
-def resolve_options(options: dict | None, spec: ProbeSpec, task: str,
-                    class_names: list[str]) -> dict[str, Any]:
-    """Defaults filled in and every value checked; raises ValueError naming the bad option."""
-    options = dict(options or {})
-    check_applicable(options, spec.name)
-    opts = {**DEFAULTS, **options}
-    opts["normalize"] = opts["normalize"] or spec.default_normalize
-    opts["selection_metric"] = opts["selection_metric"] or SELECTION_METRICS[task][0]
-    _choice(opts, "normalize", NORMALIZATIONS)
-    _choice(opts, "search", ("grid", "refine"))
-    _choice(opts, "scheme", ("val", "kfold"))
-    _choice(opts, "selection_metric", SELECTION_METRICS[task])
-    _choice(opts, "solver", ("sklearn", "torch"))
-    _choice(opts, "device", ("auto", "cpu", "cuda"))
-    for name, low in (("refine_steps", 0), ("folds", 2), ("max_iter", 1), ("n_boot", 1)):
-        _int(opts, name, low)
-    _real(opts, "val_fraction", 0.0, 1.0)
-    _real(opts, "alpha", 0.0, 1.0)
-    _real(opts, "tol", 0.0)
-    _real(opts, "temperature", 0.0)
-    opts["grid"] = _grid(opts["grid"], spec)
-    if task == "multilabel" and isinstance(opts["class_weight"], dict):
+def resolve_options(opts: ProbeOptions, task: str, class_names: list[str]) -> ProbeOptions:
+    """The checks that need the data, and its defaults: the selection metric for ``task``, and
+    ``class_weight`` keyed by class index (the labels the estimator sees) instead of name."""
+    metric = opts.selection_metric or SELECTION_METRICS[task][0]
+    _choice("selection_metric", metric, SELECTION_METRICS[task])
+    opts = replace(opts, selection_metric=metric)
+    cw = getattr(opts, "class_weight", None)
+    if not isinstance(cw, dict):
+        return opts
+    if task == "multilabel":
         raise _bad("class_weight", 'None or "balanced" for multilabel data (each class is its '
-                   "own binary problem)", opts["class_weight"])
-    opts["class_weight"] = _class_weight(opts["class_weight"], class_names)
-    opts["few_shot"] = _few_shot(opts["few_shot"])
+                   "own binary problem)", cw)
+    if set(cw) - set(class_names):
+        raise _bad("class_weight", f"a dict keyed by class names {class_names}", cw)
+    by_index = {class_names.index(k): v for k, v in cw.items()}
+    # replace() would re-run __post_init__, which wants names: set the field on the copy.
+    _set(opts, "class_weight", by_index)
     return opts
-
-
-def _grid(grid: Any, spec: ProbeSpec) -> list:
-    if grid is None:
-        return list(spec.default_grid)
-    ok = isinstance(grid, (list, tuple)) and len(grid) > 0 and all(
-        isinstance(v, Real) and not isinstance(v, bool) and v > 0 for v in grid)
-    if spec.param == "n_neighbors":
-        ok = ok and all(float(v).is_integer() for v in grid)
-    if not ok:
-        raise _bad("grid", f"a non-empty list of positive {spec.param} values", grid)
-    return sorted({int(v) if spec.param == "n_neighbors" else float(v) for v in grid})
-
-
-def _class_weight(cw: Any, class_names: list[str]) -> Any:
-    """None, "balanced", or {class name: weight} mapped to {class index: weight}."""
-    if cw is None or cw == "balanced":
-        return cw
-    if isinstance(cw, dict):
-        unknown = sorted(set(cw) - set(class_names))
-        if unknown:
-            raise _bad("class_weight", f"a dict keyed by class names {class_names}", cw)
-        return {class_names.index(k): float(v) for k, v in cw.items()}
-    raise _bad("class_weight", 'None, "balanced" or a {class name: weight} dict', cw)
-
-
-def _few_shot(fs: Any) -> dict | None:
-    if fs is False or fs is None:
-        return None
-    if not isinstance(fs, dict) or set(fs) - {"k", "seeds"}:
-        raise _bad("few_shot", 'False or a dict {"k": [ints >= 1], "seeds": int >= 1}', fs)
-    fs = {**DEFAULTS["few_shot"], **fs}
-    ks, seeds = fs["k"], fs["seeds"]
-    if not (isinstance(ks, (list, tuple)) and ks and all(
-            isinstance(k, Integral) and not isinstance(k, bool) and k >= 1 for k in ks)):
-        raise _bad("few_shot", "a dict whose 'k' is a non-empty list of ints >= 1", fs)
-    if isinstance(seeds, bool) or not isinstance(seeds, Integral) or seeds < 1:
-        raise _bad("few_shot", "a dict whose 'seeds' is an int >= 1", fs)
-    return {"k": sorted(set(int(k) for k in ks)), "seeds": int(seeds)}

@@ -1,5 +1,6 @@
-"""Probe registry: name -> how to build the classifier, which hyper-parameter is searched, and
-over which default grid.
+"""Probe registry: name -> how to build the classifier, the options class it accepts (which
+also holds its searched hyper-parameter and default grid; see :mod:`.options`), the tasks it
+supports.
 
 Every probe is saved as ``Pipeline([("normalize", ...), ("probe", classifier)])`` so the
 feature normalisation (``standard`` | ``l2`` | ``none``) travels with the model and
@@ -8,7 +9,8 @@ feature normalisation (``standard`` | ``l2`` | ``none``) travels with the model 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +23,8 @@ from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScale
 from sklearn.svm import LinearSVC
 
 from .knn import CosineKNNClassifier
-
-NORMALIZATIONS: tuple[str, ...] = ("standard", "l2", "none")
+from .options import (NORMALIZATIONS, KnnOptions, LinearOptions, LogregOptions, ProbeOptions,
+                      options_from_dict)
 
 
 @dataclass(frozen=True)
@@ -30,70 +32,96 @@ class ProbeSpec:
     """How to build one probe.
 
     ``build(value, options, seed)`` returns the unfitted classifier with the searched
-    hyper-parameter ``param`` set to ``value``. ``log_scale`` says the grid is geometric (C) and
-    may be refined between grid points; ``warm_start`` says a grid fit may start from the solution at
-    the nearest value already fitted (a copy of that estimator, ``set_params``, ``fit``).
+    hyper-parameter ``param`` set to ``value``; ``options`` is an instance of the probe's options
+    class ``options`` (which also declares the options the probe accepts, their defaults and its
+    default grid). ``log_scale`` says the grid is geometric (C) and may be refined between grid
+    points; ``warm_start`` says a grid fit may start from the solution at the nearest value
+    already fitted (a copy of that estimator, ``set_params``, ``fit``).
     """
 
     name: str
     tasks: tuple[str, ...]
-    param: str
-    default_grid: tuple[float, ...]
-    build: Callable[[Any, dict, int], BaseEstimator]
+    options: type[ProbeOptions]
+    build: Callable[[Any, Any, int], BaseEstimator]
     log_scale: bool
     warm_start: bool
-    default_normalize: str
+
+    @property
+    def param(self) -> str:
+        """The searched hyper-parameter (``C``, ``n_neighbors``)."""
+        return self.options.searched
 
 
-def _logreg(value: float, opts: dict, seed: int, warm: bool = False) -> BaseEstimator:
-    if opts.get("solver") == "torch":
-        from .torch_lbfgs import TorchLogisticRegression   # imports torch only when fitting
-        return TorchLogisticRegression(C=float(value), max_iter=opts["max_iter"], tol=opts["tol"],
-                                       class_weight=opts["class_weight"], warm_start=warm,
-                                       device=opts["device"])
+def _sklearn_logreg(value: float, opts: LinearOptions, seed: int,
+                    warm: bool = False) -> BaseEstimator:
     # lbfgs on >2 classes minimises the multinomial loss; it keeps float32 input as float32.
-    return LogisticRegression(C=float(value), solver="lbfgs", max_iter=opts["max_iter"],
-                              tol=opts["tol"], class_weight=opts["class_weight"],
+    return LogisticRegression(C=float(value), solver="lbfgs", max_iter=opts.max_iter,
+                              tol=opts.tol, class_weight=opts.class_weight,
                               random_state=seed, warm_start=warm)
 
 
-def _svm(value: float, opts: dict, seed: int) -> LinearSVC:
+def _logreg(value: float, opts: LogregOptions, seed: int) -> BaseEstimator:
+    if opts.solver == "torch":
+        from .torch_lbfgs import TorchLogisticRegression   # imports torch only when fitting
+        return TorchLogisticRegression(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
+                                       class_weight=opts.class_weight, warm_start=True,
+                                       device=opts.device)
+    return _sklearn_logreg(value, opts, seed, warm=True)
+
+
+def _svm(value: float, opts: LinearOptions, seed: int) -> LinearSVC:
     # liblinear makes its own float64 copy per fit; there is no float32 path in sklearn.
-    return LinearSVC(C=float(value), max_iter=opts["max_iter"], tol=opts["tol"],
-                     class_weight=opts["class_weight"], random_state=seed)
+    return LinearSVC(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
+                     class_weight=opts.class_weight, random_state=seed)
 
 
-C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 13))
-K_GRID: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+def _knn(value: int, opts: KnnOptions, seed: int) -> CosineKNNClassifier:
+    return CosineKNNClassifier(n_neighbors=int(value), temperature=opts.temperature)
+
 
 PROBES: dict[str, ProbeSpec] = {
-    "logreg": ProbeSpec("logreg", ("multiclass",), "C", C_GRID,
-                        lambda v, o, s: _logreg(v, o, s, warm=True), True, True, "standard"),
-    "linear_svm": ProbeSpec("linear_svm", ("multiclass",), "C", C_GRID, _svm, True, False,
-                            "standard"),
-    "knn": ProbeSpec("knn", ("multiclass",), "n_neighbors", K_GRID,
-                     lambda v, o, s: CosineKNNClassifier(n_neighbors=int(v),
-                                                         temperature=o["temperature"]),
-                     False, False, "none"),
+    "logreg": ProbeSpec("logreg", ("multiclass",), LogregOptions, _logreg,
+                        log_scale=True, warm_start=True),
+    "linear_svm": ProbeSpec("linear_svm", ("multiclass",), LinearOptions, _svm,
+                            log_scale=True, warm_start=False),
+    "knn": ProbeSpec("knn", ("multiclass",), KnnOptions, _knn, log_scale=False, warm_start=False),
     # OneVsRestClassifier clones its estimator on every fit, so no warm start across the grid.
-    "ovr_logreg": ProbeSpec("ovr_logreg", ("multilabel", "multiclass"), "C", C_GRID,
-                            lambda v, o, s: OneVsRestClassifier(_logreg(v, o, s)), True, False,
-                            "standard"),
-    "ovr_linear_svm": ProbeSpec("ovr_linear_svm", ("multilabel", "multiclass"), "C", C_GRID,
-                                lambda v, o, s: OneVsRestClassifier(_svm(v, o, s)), True, False,
-                                "standard"),
+    "ovr_logreg": ProbeSpec("ovr_logreg", ("multilabel", "multiclass"), LinearOptions,
+                            lambda v, o, s: OneVsRestClassifier(_sklearn_logreg(v, o, s)),
+                            log_scale=True, warm_start=False),
+    "ovr_linear_svm": ProbeSpec("ovr_linear_svm", ("multilabel", "multiclass"), LinearOptions,
+                                lambda v, o, s: OneVsRestClassifier(_svm(v, o, s)),
+                                log_scale=True, warm_start=False),
 }
 
 
 def get_probe(name: str, task: str | None = None) -> ProbeSpec:
     """The spec of probe ``name``; checks it supports ``task`` when given."""
     if name not in PROBES:
-        raise ValueError(f"unknown probe {name!r}; choose one of {sorted(PROBES)}")
+        close = difflib.get_close_matches(str(name), list(PROBES), n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown probe {name!r}; choose one of {sorted(PROBES)}.{hint}")
     spec = PROBES[name]
     if task is not None and task not in spec.tasks:
         alt = sorted(n for n, s in PROBES.items() if task in s.tasks)
         raise ValueError(f"probe {name!r} does not support {task} data; use one of {alt}")
     return spec
+
+
+def probe_options(probe: str, options: Mapping[str, Any] | ProbeOptions | None = None
+                  ) -> ProbeOptions:
+    """Probe ``probe``'s options dataclass from a dict of options (None: all defaults), or
+    ``options`` itself when it is already an instance of that class; ValueError otherwise."""
+    cls = get_probe(probe).options
+    if isinstance(options, ProbeOptions):
+        if type(options) is not cls:
+            raise ValueError(f"The options of probe {probe!r} must be a dict or a "
+                             f"{cls.__name__}. Got a {type(options).__name__} instead.")
+        return options
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"The options of probe {probe!r} must be a dict or a {cls.__name__}. "
+                         f"Got {options!r} instead.")
+    return options_from_dict(cls, options, probe)
 
 
 def make_normalizer(kind: str) -> BaseEstimator:

@@ -1,7 +1,7 @@
 """Hyper-parameter selection on held-out data (never on test).
 
-Schemes: ``val`` (the given val split; if it is empty, a seeded stratified ``val_fraction`` of
-train, reported as ``val_from_train``) and ``kfold`` (stratified k-fold over train+val, for small
+Schemes: ``val`` (the given val split; if it is empty, a seeded stratified ``holdout_fraction``
+of train, reported as ``val_from_train``) and ``kfold`` (stratified k-fold over train+val, for small
 data). Each grid value is fitted on the fold's training part and scored on its held-out part;
 consecutive values warm-start from the previous solution where the solver allows, and the
 ``refine`` search bisects the log grid around the best value, warm-starting from it.
@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
 from .metrics import balanced_accuracy, full_scores, json_number, macro_f1, mean_ap, micro_ap
+from .options import ProbeOptions
 from .probes import ProbeSpec, normalize_fit_transform
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
@@ -50,6 +51,7 @@ class Selection:
     held-out ``eval_scores`` (n_eval, C) at the chosen value with their labels ``eval_y`` (the
     val split, or out-of-fold for kfold), and the wall time."""
     scheme: str
+    search: str          # "grid", or "refine" when refinement steps ran
     param: str
     value: Any
     curve: list[dict]
@@ -61,7 +63,7 @@ class Selection:
 
 
 def make_folds(y: np.ndarray, is_val: np.ndarray, scheme: str, *, folds: int,
-               val_fraction: float, seed: int) -> tuple[str, list[Fold]]:
+               holdout_fraction: float, seed: int) -> tuple[str, list[Fold]]:
     """Folds over the pooled train+val rows; y (n,) or (n, C), is_val (n,) bool."""
     n = len(y)
     multilabel = y.ndim == 2
@@ -80,24 +82,25 @@ def make_folds(y: np.ndarray, is_val: np.ndarray, scheme: str, *, folds: int,
         raise ValueError("no val split and fewer than 2 train samples: cannot hold out data "
                          "for selection; add a val split or more train data")
     strat = (not multilabel and np.unique(y, return_counts=True)[1].min() >= 2
-             and round(val_fraction * n) >= len(np.unique(y)))
+             and round(holdout_fraction * n) >= len(np.unique(y)))
     cls = StratifiedShuffleSplit if strat else ShuffleSplit
-    a, b = next(cls(n_splits=1, test_size=val_fraction, random_state=seed)
+    a, b = next(cls(n_splits=1, test_size=holdout_fraction, random_state=seed)
                 .split(np.zeros(n), y if strat else None))
     return "val_from_train", [Fold(a, b)]
 
 
-def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
+def select(spec: ProbeSpec, opts: ProbeOptions, seed: int, X: np.ndarray, y: np.ndarray,
            is_val: np.ndarray, n_classes: int) -> Selection:
-    """Search ``opts["grid"]`` for ``spec.param`` on X (n, D) float32 train+val, y, is_val."""
+    """Search ``opts.grid`` for ``spec.param`` on X (n, D) float32 train+val, y, is_val;
+    ``opts`` resolved (:func:`.options.resolve_options`)."""
     t0 = time.perf_counter()
-    scheme, folds = make_folds(y, is_val, opts["scheme"], folds=opts["folds"],
-                               val_fraction=opts["val_fraction"], seed=seed)
+    scheme, folds = make_folds(y, is_val, opts.scheme, folds=opts.folds,
+                               holdout_fraction=opts.holdout_fraction, seed=seed)
     for f in folds:
         # X[idx] is a fresh copy, so it can be normalised in place.
-        _, f.X_fit, f.X_eval = normalize_fit_transform(opts["normalize"], X[f.fit_idx],
+        _, f.X_fit, f.X_eval = normalize_fit_transform(opts.normalize, X[f.fit_idx],
                                                        X[f.eval_idx], inplace=True)
-    score_fn = SCORERS[opts["selection_metric"]]
+    score_fn = SCORERS[opts.selection_metric]
     eval_y = y[np.concatenate([f.eval_idx for f in folds])]
     results: dict[Any, tuple[float, np.ndarray]] = {}
     n_fits = n_iter = 0
@@ -115,18 +118,18 @@ def select(spec: ProbeSpec, opts: dict, seed: int, X: np.ndarray, y: np.ndarray,
             # With kfold the curve is the score of the pooled out-of-fold predictions.
             results[v] = (score_fn(eval_y, s), s)
 
-    evaluate(list(opts["grid"]))
-    if opts["search"] == "refine" and spec.log_scale:
-        for _ in range(opts["refine_steps"]):
-            evaluate(_refine_candidates(results))
+    evaluate(list(opts.grid))
+    steps = opts.refine_steps_to_run() if spec.log_scale else 0
+    for _ in range(steps):
+        evaluate(_refine_candidates(results))
     values = sorted(results)
     best = _plateau_middle(values, [results[v][0] for v in values])
     curve = [{spec.param: v, "score": json_number(results[v][0])} for v in values]
-    return Selection(scheme, spec.param, best, curve, eval_y, results[best][1], n_fits, n_iter,
+    return Selection(scheme, "refine" if steps else "grid", spec.param, best, curve, eval_y, results[best][1], n_fits, n_iter,
                      time.perf_counter() - t0)
 
 
-def _fit_score(spec: ProbeSpec, opts: dict, seed: int, fold: Fold, v: Any, y: np.ndarray,
+def _fit_score(spec: ProbeSpec, opts: ProbeOptions, seed: int, fold: Fold, v: Any, y: np.ndarray,
                n_classes: int) -> tuple[np.ndarray, int]:
     """Fit at value v on the fold (warm-started from the nearest fitted value); return the
     held-out scores (n_eval, C) and the solver's iteration count."""

@@ -2,7 +2,8 @@
 
 Protocol: the probe's grid is searched on held-out data (val split, a seeded fraction of train,
 or k-fold; see :mod:`.selection`), the chosen value is refit on train+val, and test is scored
-once. Artifacts, ``<backbone>`` being the embeddings file stem (each written atomically):
+once. Artifacts, ``<backbone>`` being the embeddings file stem and ``<probe>`` the run's name
+(the params.yaml entry name; the probe's registry name by default), each written atomically:
 
 - ``probes/<backbone>/<probe>.joblib``: ``Pipeline([("normalize", ...), ("probe", clf)])``.
 - ``metrics/<backbone>/<probe>.json``: the metrics schema (see :func:`train_probe`).
@@ -21,7 +22,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.pipeline import Pipeline
@@ -32,10 +36,11 @@ from linprobe.schema import HEADLINE, TASKS
 
 from . import metrics as M
 from .fewshot import few_shot_curve
-from .options import resolve_options
+from .options import ProbeOptions, resolve_options
 from . import persist
 from .persist import PREDICTION_HEADER, run_artifacts
-from .probes import ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform
+from .probes import (ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform,
+                     probe_options)
 from .selection import SCORERS, Selection, select
 from .uncertainty import bootstrap_ci
 
@@ -45,24 +50,33 @@ CI_METRICS = {"multiclass": {"accuracy": lambda y, p: float(np.mean(y == p)),
 
 
 def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
-                options: dict | None = None, seed: int = 0) -> dict:
+                options: Mapping[str, Any] | ProbeOptions | None = None, seed: int = 0,
+                name: str | None = None) -> dict:
     """Select, refit and score ``probe`` on an embeddings file; write the three artifacts.
 
-    Returns the metrics dict that is written to ``metrics/<backbone>/<probe>.json``.
+    ``probe`` is a registry name (:data:`PROBES`); ``options`` a dict of its options or its
+    options dataclass (e.g. ``LogregOptions(class_weight="balanced")``); ``name`` names the run's
+    artifacts and its ``"probe"`` in the metrics (default: ``probe``), so variants of one probe
+    sit side by side. Returns the metrics dict written to ``metrics/<backbone>/<name>.json``.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"The 'seed' parameter of train_probe must be an int >= 0. Got {seed!r} instead.")
+    name = probe if name is None else name
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"The 'name' parameter of train_probe must be a file name (no path "
+                         f"separator). Got {name!r} instead.")
+    given = probe_options(probe, options)      # option errors before the file is read
     path = Path(embeddings)
     es = read_embeddings(path)
     _check_embeddings(es, path)
     spec = get_probe(probe, es.task)
-    opts = resolve_options(options, spec, es.task, es.class_names)
+    opts = resolve_options(given, es.task, es.class_names)
     C, multilabel = len(es.class_names), es.task == "multilabel"
     tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
     tv = tr | va
 
     # Progress: on 70k images the fits below run for minutes.
-    print(f"linprobe: {probe} on {path.name}: selecting {spec.param} over {len(opts['grid'])} "
+    print(f"linprobe: {name} on {path.name}: selecting {spec.param} over {len(opts.grid)} "
           f"values on {int(tv.sum())} train+val samples x {es.embeddings.shape[1]} dims",
           file=sys.stderr, flush=True)
     X_tv, y_tv = es.embeddings[tv], es.labels[tv]           # our own float32 copy ...
@@ -78,22 +92,22 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
 
     result = {
         "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
-        "probe": probe, "task": es.task, "headline": HEADLINE[es.task],
+        "probe": name, "probe_type": probe, "task": es.task, "headline": HEADLINE[es.task],
         "class_names": es.class_names,
         "n": {s: int(m.sum()) for s, m in (("train", tr), ("val", va), ("test", te))},
         "embed_dim": int(es.embeddings.shape[1]),
         "test": test["summary"], "test_ci": test_ci,
         "val": val,
-        "selection": {"scheme": sel.scheme, "metric": opts["selection_metric"],
-                      "params": {sel.param: sel.value}, "grid": {sel.param: opts["grid"]},
-                      "search": opts["search"], "curve": sel.curve, "n_fits": sel.n_fits,
+        "selection": {"scheme": sel.scheme, "metric": opts.selection_metric,
+                      "params": {sel.param: sel.value}, "grid": {sel.param: list(opts.grid)},
+                      "search": sel.search, "curve": sel.curve, "n_fits": sel.n_fits,
                       "n_iter": sel.n_iter,
                       "seconds": round(sel.seconds, 3)},
         "per_class": test["per_class"],
         "missing_classes": _missing(es),
-        "options": _options_json(opts, options),
+        "options": _options_json(opts, given),
         "score_kind": kind,
-        "converged": _converged(model.named_steps["probe"], opts["max_iter"]),
+        "converged": _converged(model.named_steps["probe"]),
         "fit_seconds": round(fit_seconds, 3),
         "seed": int(seed),
     }
@@ -101,25 +115,25 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         result["pr_curves"] = test["pr_curves"]
     else:
         result["confusion_matrix"] = test["confusion_matrix"]
-    if opts["few_shot"]:
+    if opts.few_shot:
         t0 = time.perf_counter()
         X_tr, y_tr, _ = es.subset("train")
         result["few_shot"] = few_shot_curve(
-            lambda: assemble(make_normalizer(opts["normalize"]), spec.build(sel.value, opts, seed)),
-            X_tr, y_tr, X_te, y_te, ks=opts["few_shot"]["k"], seeds=opts["few_shot"]["seeds"],
+            lambda: assemble(make_normalizer(opts.normalize), spec.build(sel.value, opts, seed)),
+            X_tr, y_tr, X_te, y_te, ks=list(opts.few_shot.k), seeds=opts.few_shot.seeds,
             score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
             metric=HEADLINE[es.task], base_seed=seed)
         result["few_shot"]["seconds"] = round(time.perf_counter() - t0, 3)
 
-    _write(Path(out_dir), path.stem, probe, model, result, es, ids_te, y_te, pred, scores)
+    _write(Path(out_dir), path.stem, name, model, result, es, ids_te, y_te, pred, scores)
     return result
 
 
-def _refit(spec: ProbeSpec, opts: dict, seed: int, value, X_tv: np.ndarray,
+def _refit(spec: ProbeSpec, opts: ProbeOptions, seed: int, value, X_tv: np.ndarray,
            y_tv: np.ndarray) -> Pipeline:
     """Fit normaliser + classifier at the chosen value on train+val. X_tv (n, D) must be the
     caller's own float32 copy: it is normalised in place."""
-    norm, X_tv = normalize_fit_transform(opts["normalize"], X_tv, inplace=True)
+    norm, X_tv = normalize_fit_transform(opts.normalize, X_tv, inplace=True)
     clf = spec.build(value, opts, seed)
     clf.fit(X_tv, y_tv)
     if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
@@ -130,7 +144,7 @@ def _refit(spec: ProbeSpec, opts: dict, seed: int, value, X_tv: np.ndarray,
 
 
 def _evaluate(model: Pipeline, sel: Selection, X_te: np.ndarray, y_te: np.ndarray,
-              es: EmbeddingSet, opts: dict, seed: int):
+              es: EmbeddingSet, opts: ProbeOptions, seed: int):
     """Score test once: (test metrics, val summary, test predictions, scores (n, C), score
     kind, bootstrap CIs of the headline metrics)."""
     C = len(es.class_names)
@@ -148,7 +162,7 @@ def _evaluate(model: Pipeline, sel: Selection, X_te: np.ndarray, y_te: np.ndarra
                                    sel.eval_scores, es.class_names)["summary"]
         ci_args = {name: (y_te, pred) for name in CI_METRICS["multiclass"]}
     test_ci = {name: [_js(v) for v in bootstrap_ci(CI_METRICS[es.task][name], *args,
-                                                    n_boot=opts["n_boot"], alpha=opts["alpha"],
+                                                    n_boot=opts.n_boot, alpha=opts.alpha,
                                                     seed=seed)]
                for name, args in ci_args.items()}
     return test, val, pred, scores, kind, test_ci
@@ -194,17 +208,22 @@ def _missing(es: EmbeddingSet) -> dict[str, list[str]]:
     return out
 
 
-def _options_json(opts: dict, given: dict | None) -> dict:
-    out = dict(opts)
-    out["class_weight"] = (given or {}).get("class_weight")     # class names, not indices
+def _options_json(opts: ProbeOptions, given: ProbeOptions) -> dict:
+    """Every option of the run, resolved; class weights keyed by class name as given."""
+    out = asdict(opts)
+    if "class_weight" in out:
+        out["class_weight"] = asdict(given)["class_weight"]
+    out["grid"] = list(opts.grid)
+    if opts.few_shot:
+        out["few_shot"]["k"] = list(opts.few_shot.k)
     return out
 
 
-def _converged(clf, max_iter: int) -> bool | None:
-    """False when an iterative solver stopped at max_iter (None when it has no such notion)."""
+def _converged(clf) -> bool | None:
+    """False when an iterative solver stopped at its max_iter (None when it has no such notion)."""
     est = getattr(clf, "estimators_", [clf])
-    iters = [np.max(getattr(e, "n_iter_", 0)) for e in est if hasattr(e, "n_iter_")]
-    return bool(max(iters) < max_iter) if iters else None
+    runs = [(np.max(e.n_iter_), e.max_iter) for e in est if hasattr(e, "n_iter_")]
+    return all(bool(n < cap) for n, cap in runs) if runs else None
 
 
 def _js(v: float) -> float | None:

@@ -2,8 +2,8 @@
 
 Each check returns the problems it found as messages that name the params key and the fix, so
 one run lists them all instead of one per `dvc repro`. Nothing is loaded or downloaded: backbone
-weights are looked up on disk, probe options are validated against the data's classes, and the
-data is listed (not decoded).
+weights are looked up on disk, probe entries are checked against the data's task and classes
+(their options were checked when params.yaml loaded), and the data is listed (not decoded).
 """
 
 from __future__ import annotations
@@ -50,9 +50,12 @@ def check_backbones(params: Params) -> list[str]:
 
 def check_devices(params: Params) -> list[str]:
     """`cuda` asked for (extraction, or the torch probe solver) on a machine without a GPU."""
+    from linprobe.models.options import LogregOptions
+
     wants = (["extract.device"] if params.extract.device == "cuda" else []) + [
-        f"probes.{name}.device" for name, opts in params.probes.items()
-        if opts.get("solver") == "torch" and opts.get("device") == "cuda"]
+        f"probes.{name}.device" for name, entry in params.probes.items()
+        if isinstance(entry.options, LogregOptions) and entry.options.solver == "torch"
+        and entry.options.device == "cuda"]
     if not wants:
         return []
     import torch
@@ -80,21 +83,18 @@ def load_data(params: Params) -> tuple[Any | None, list[str]]:
 
 
 def check_probes(params: Params, ds: Any | None) -> list[str]:
-    """Every probe exists, supports the data's task, and accepts its options."""
-    from linprobe.models.options import check_applicable, resolve_options
+    """Every probe supports the data's task and its options fit the data (class names, the
+    task's selection metrics); the options themselves were checked when params.yaml loaded."""
+    from linprobe.models.options import resolve_options
     from linprobe.models.probes import get_probe
 
+    if ds is None:
+        return []
     problems = []
-    for name, options in params.probes.items():
+    for name, entry in params.probes.items():
         try:
-            spec = get_probe(name, ds.task if ds is not None else None)
-            if ds is None:   # no data to check class names against: what applies, and types
-                check_applicable(options, name)
-                for task in spec.tasks[:1]:
-                    resolve_options({k: v for k, v in options.items() if k != "class_weight"},
-                                    spec, task, [])
-            else:
-                resolve_options(options, spec, ds.task, ds.class_names)
+            get_probe(entry.probe, ds.task)
+            resolve_options(entry.options, ds.task, ds.class_names)
         except _USER_ERRORS as exc:
             problems.append(f"probes.{name}: {exc}")
     return problems

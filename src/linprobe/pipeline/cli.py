@@ -99,18 +99,28 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from linprobe.models.train import train_probe
 
-    options: dict = {}
-    seed = args.seed
+    # --probe is an entry name of params.yaml with --params (its probe: and options are read
+    # there), else a registry name run with default options.
+    probe, options, seed = args.probe, None, args.seed
     if args.params:
         params = load_params(args.params)
         if args.probe not in params.probes:
             raise ParamsError(f"{params.source}: probes.{args.probe} is not defined; "
                               f"defined probes: {', '.join(params.probes)}")
-        options = params.probes[args.probe]
+        probe, options = params.probes[args.probe].probe, params.probes[args.probe].options
         seed = params.seed if seed is None else seed
+    else:
+        from linprobe.models.probes import get_probe
+
+        try:
+            get_probe(probe)
+        except ValueError as exc:
+            raise ValueError(f"{exc} Without --params, --probe names a probe; an entry of "
+                             "params.yaml needs --params params.yaml.") from None
     # A worker thread: liblinear/lbfgs fits run minutes in C code that never checks for Ctrl-C.
-    metrics = run_interruptibly("train", train_probe, args.embeddings, args.probe, args.out_dir,
-                                options=options, seed=0 if seed is None else seed)
+    metrics = run_interruptibly("train", train_probe, args.embeddings, probe, args.out_dir,
+                                options=options, seed=0 if seed is None else seed,
+                                name=args.probe)
     headline = metrics.get("headline", "accuracy")
     value = metrics.get("test", {}).get(headline)
     print(f"{metrics.get('backbone')} / {args.probe}: test {headline} = {value:.4f}"
@@ -230,10 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="fit one probe on an embeddings file, score it")
     tr.add_argument("--embeddings", required=True, type=Path)
-    tr.add_argument("--probe", required=True, help="logreg, linear_svm, knn, ovr_logreg, ...")
+    tr.add_argument("--probe", required=True,
+                    help="with --params: an entry name of its probes; without: a probe (logreg, "
+                         "linear_svm, knn, ovr_logreg, ovr_linear_svm)")
     tr.add_argument("--out-dir", required=True, type=Path, help="artifacts root")
     tr.add_argument("--params", type=Path, default=None,
-                    help="params.yaml to read probes.<probe> options and seed from")
+                    help="params.yaml to read probes.<probe> (its probe and options) and seed from")
     tr.add_argument("--seed", type=int, default=None)
     tr.set_defaults(func=cmd_train)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -23,6 +23,9 @@ from linprobe.features.config import (
     SplitConfig,
     is_random_init,
 )
+
+if TYPE_CHECKING:
+    from linprobe.models.options import ProbeOptions
 
 # Defaults and choices come from features.config (the library's own); the bounds below are only
 # sanity limits for a params file.
@@ -87,11 +90,18 @@ def extract_config(extract: ExtractParams, backbone: BackboneParams) -> ExtractC
 
 
 @dataclass(frozen=True)
+class ProbeEntry:
+    """One probes.<name> entry: the registry probe it runs and that probe's options."""
+    probe: str                     # registry name (logreg, knn, ...); defaults to the entry name
+    options: ProbeOptions          # the probe's options dataclass (LogregOptions, KnnOptions, ...)
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     extract: ExtractParams
     backbones: dict[str, BackboneParams]           # name -> spec (+ layer)
-    probes: dict[str, dict[str, Any]]              # name -> options for linprobe.models
+    probes: dict[str, ProbeEntry]                  # entry name -> probe + options
     seed: int = 0
     source: Path = field(default=Path("params.yaml"), compare=False)
 
@@ -197,17 +207,40 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         backbones[name] = BackboneParams(spec=spec, layer=entry.get("layer", str, _X.layer),
                                          init_seed=init_seed)
 
+    return Params(data=data, extract=extract, backbones=backbones, probes=_probes(source, top),
+                  seed=top.get("seed", int, 0), source=source)
+
+
+def _probes(source: Path, top: _Reader) -> dict[str, ProbeEntry]:
+    """probes: {<entry name>: {probe: <registry name>, ...options}}; every bad entry is listed."""
+    # Imported here: linprobe.models loads scikit-learn, which `linprobe --help` must not wait for.
+    from linprobe.models.probes import PROBES, probe_options
+
     p = _Reader(source, top.get("probes", dict), "probes")
     if not p.node:
         p.fail("probes", "is empty; add at least one, e.g. `logreg: {}`")
-    probes = {}
+    probes, problems = {}, []
     for name in p.node:
         if not isinstance(name, str) or not _NAME_RE.match(name):
             p.fail(p.key(str(name)), f"is not a valid probe name: use only {NAME_RULE}")
-        probes[name] = dict(p.get(name, dict, None) or {})
-
-    return Params(data=data, extract=extract, backbones=backbones, probes=probes,
-                  seed=top.get("seed", int, 0), source=source)
+        options = dict(p.get(name, dict, None) or {})
+        named = "probe" in options
+        probe = options.pop("probe", name)
+        try:
+            if not isinstance(probe, str):
+                raise ValueError(f"'probe' must be a probe name such as logreg, got {probe!r}")
+            probes[name] = ProbeEntry(probe, probe_options(probe, options))
+        except ValueError as exc:
+            # An entry without `probe:` runs the probe of its own name: say how to name a variant.
+            hint = ("" if named or probe in PROBES else
+                    f" A variant of a probe names it: `{name}: {{probe: logreg, ...}}`.")
+            problems.append(f"probes.{name}: {exc}{hint}")
+    if len(problems) == 1:
+        raise ParamsError(f"{source}: {problems[0]}")
+    if problems:
+        raise ParamsError(f"{source}: {len(problems)} probe entries to fix:\n  - "
+                          + "\n  - ".join(problems))
+    return probes
 
 
 def _data_path(d: _Reader) -> str:
