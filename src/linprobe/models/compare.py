@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
+
+from linprobe.schema import read_predictions
 
 from .uncertainty import paired_bootstrap
 
@@ -15,15 +16,8 @@ def read_correct(path: str | Path) -> dict[str, int]:
 
     For multilabel CSVs this is exact-set correctness (the per-sample form of subset accuracy).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"predictions file {path} does not exist; run `linprobe train` first")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"id", "actual", "predicted"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path} lacks column(s) {sorted(missing)}; expected id,actual,predicted,score")
-        return {r["id"]: int(r["actual"] == r["predicted"]) for r in reader}
+    preds = read_predictions(path)
+    return {i: int(a == p) for i, a, p in zip(preds.ids, preds.actual, preds.predicted)}
 
 
 def compare_runs(predictions_a: str | Path, predictions_b: str | Path, *, n_boot: int = 2000,

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from linprobe.reports.collect import Predictions
 from linprobe.reports.figures import png_uri
+from linprobe.schema import Predictions
 
 
 @lru_cache(maxsize=4096)
