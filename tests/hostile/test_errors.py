@@ -78,6 +78,8 @@ METRICS_EDITS = {
                     r"key 'selection\.curve' must be a list of objects"),
     "task_unknown": (lambda t: json.dumps({**json.loads(t), "task": "regression"}),
                      r"key 'task' must be 'multiclass' or 'multilabel'"),
+    "newer_version": (lambda t: json.dumps({**json.loads(t), "schema_version": 99}),
+                      r"schema_version 99, but this linprobe reads versions up to 1; upgrade"),
 }
 
 
