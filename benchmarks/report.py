@@ -24,7 +24,8 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.reports.browser
 from linprobe.features.store import SPLIT_CODES, encode_attr  # noqa: E402
-from linprobe.models.persist import PREDICTION_HEADER, write_csv, write_json  # noqa: E402
+from linprobe.models.persist import write_csv, write_json  # noqa: E402
+from linprobe.schema import PREDICTION_HEADER  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from linprobe.features.store import read_embeddings  # noqa: E402

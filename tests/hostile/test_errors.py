@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.hostile.harness import expect_error, expect_ok
 from tests.models.conftest import blobs, split_names, write_h5
-from tests.reports.artifacts import write_artifacts
+from tests.reports.realruns import build_artifacts
 
 NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}   # the same on machines that have one
 
@@ -25,7 +25,7 @@ NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}   # the same on machines that have one
 def built(tmp_path_factory) -> Path:
     """Real artifacts (2 backbones x 2 probes, PNG data) made once; tests work on copies (whose
     embeddings still name the original data folder)."""
-    return write_artifacts(tmp_path_factory.mktemp("art"), ["a", "b", "c"]).parent
+    return build_artifacts(tmp_path_factory.mktemp("art"), ["a", "b", "c"]).parent
 
 
 @pytest.fixture
@@ -78,12 +78,14 @@ METRICS_EDITS = {
                     r"key 'selection\.curve' must be a list of objects"),
     "task_unknown": (lambda t: json.dumps({**json.loads(t), "task": "regression"}),
                      r"key 'task' must be 'multiclass' or 'multilabel'"),
+    "newer_version": (lambda t: json.dumps({**json.loads(t), "schema_version": 99}),
+                      r"schema_version 99, but this linprobe reads versions up to 1; upgrade"),
 }
 
 
 @pytest.mark.parametrize("edit, match", METRICS_EDITS.values(), ids=METRICS_EDITS.keys())
 def test_hand_edited_metrics_json(edit, match, project):
-    path = project / "artifacts" / "metrics" / "pool7" / "logreg.json"
+    path = project / "artifacts" / "metrics" / "mnv3" / "logreg.json"
     path.write_text(edit(path.read_text()))
     expect_error(["report", "--artifacts", project / "artifacts", "--out", project / "r.html"],
                  [str(path).replace("\\", "\\\\"), match, "linprobe train"],
@@ -92,11 +94,11 @@ def test_hand_edited_metrics_json(edit, match, project):
 
 
 def test_decompression_bomb_in_the_gallery_is_skipped(tmp_path):
-    project = write_artifacts(tmp_path, ["a", "b", "c"]).parent
+    project = build_artifacts(tmp_path, ["a", "b", "c"]).parent
     # Every misclassified test image of one run becomes a 144-megapixel PNG (a few kB on disk).
     bomb = project / "bomb.png"
     Image.new("1", (12000, 12000)).save(bomb)
-    with open(project / "artifacts" / "predictions" / "pool7" / "logreg.csv") as fh:
+    with open(project / "artifacts" / "predictions" / "mnv3" / "logreg.csv") as fh:
         wrong = [r["id"] for r in csv.DictReader(fh) if r["actual"] != r["predicted"]]
     assert wrong
     for image_id in wrong:
@@ -136,11 +138,11 @@ def test_unknown_command_line_options(args, match, tmp_path):
 def test_report_with_params_leaves_out_stale_runs(project):
     params = params_file(project, {"logreg": {}})
     params.write_text(params.read_text().replace("a:\n    spec: torchvision:resnet18:none",
-                                                 "pool7:\n    spec: torchvision:resnet18:none"))
+                                                 "mnv3:\n    spec: torchvision:resnet18:none"))
     r = expect_ok(["report", "--artifacts", project / "artifacts", "--out", project / "r.html",
                    "--params", params], watch=[project / "artifacts"])
-    assert "3 stale run(s)" in r.err and "proj32/logreg" in r.err and "pool7/ridge" in r.err
+    assert "3 stale run(s)" in r.err and "lite0/logreg" in r.err and "mnv3/knn" in r.err
     html = (project / "r.html").read_text()
     assert "3 stale run(s) left out" in html
-    assert 'id="run-pool7-logreg"' in html
-    assert 'id="run-proj32-logreg"' not in html and 'id="run-pool7-ridge"' not in html
+    assert 'id="run-mnv3-logreg"' in html
+    assert 'id="run-lite0-logreg"' not in html and 'id="run-mnv3-knn"' not in html

@@ -12,6 +12,8 @@ import shlex
 import shutil
 from pathlib import Path
 
+from linprobe.schema import ArtifactPaths
+
 from .dvcproject import REPO, dvc, init_project, ran_stages
 
 MOSAIC = REPO / "data" / "fashion-mnist-mosaic"
@@ -51,13 +53,14 @@ def test_multilabel_switch_runs_the_pipeline(tmp_path):
     assert ran_stages(out) == ({"check"} | {f"extract@{b}" for b in ("lite0", "resnet18_random")}
                                | {f"train@{b}-{p}" for b in ("lite0", "resnet18_random")
                                   for p in probes} | {"report"}), out
+    art = ArtifactPaths(root / "artifacts")
     for b in ("lite0", "resnet18_random"):
         for p in probes:
-            m = json.loads((root / "artifacts" / "metrics" / b / f"{p}.json").read_text())
+            m = json.loads(art.metrics(b, p).read_text())
             assert m["task"] == "multilabel" and m["headline"] == "mAP"
             assert m["n"] == PER_SPLIT
             # Chance mAP is the label frequency (~0.3); real features do clearly better.
             assert 0.3 < m["test"]["mAP"] <= 1.0
             assert set(m["per_class"]) == set(m["class_names"])
-    html = (root / "artifacts" / "report" / "index.html").read_text()
+    html = art.report.read_text()
     assert "mAP" in html and "precision-recall" in html

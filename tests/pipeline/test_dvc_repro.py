@@ -15,10 +15,12 @@ import pytest
 import yaml
 
 from linprobe.features.store import read_attrs
+from linprobe.schema import ArtifactPaths
 
 from .dvcproject import REPO, dvc, init_project, ran_stages, sh
 
 DEMO = REPO / "data" / "fashion-mnist-demo"
+REL = ArtifactPaths("artifacts")  # as dvc.yaml and `dvc metrics/plots show` name them
 
 
 def copy_slice(dst: Path, per_split: dict[str, int], classes: int = 4) -> None:
@@ -42,14 +44,14 @@ def test_repro_builds_everything_then_is_a_no_op(project):
     out = dvc("repro", cwd=project)
     assert ran_stages(out) == {"check", "extract@lite0", "extract@resnet18_random",
                                "train@lite0-logreg", "train@resnet18_random-logreg", "report"}
-    art = project / "artifacts"
+    art = ArtifactPaths(project / "artifacts")
     for name in ("lite0", "resnet18_random"):
-        assert (art / "embeddings" / f"{name}.h5").is_file()
-        assert (art / "probes" / name / "logreg.joblib").is_file()
-        metrics = json.loads((art / "metrics" / name / "logreg.json").read_text())
+        assert art.embeddings(name).is_file()
+        assert all(path.is_file() for path in art.run(name, "logreg").values())
+        metrics = json.loads(art.metrics(name, "logreg").read_text())
         assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
         assert metrics["n"] == {"train": 32, "val": 16, "test": 20}
-    html = (art / "report" / "index.html").read_text()
+    html = art.report.read_text()
     assert "lite0" in html and "resnet18_random" in html
 
     again = dvc("repro", cwd=project)
@@ -58,13 +60,13 @@ def test_repro_builds_everything_then_is_a_no_op(project):
     # DVC-native outputs: the metrics and plots that the stages declare.
     shown = json.loads(dvc("metrics", "show", "--json", cwd=project))
     files = shown[""]["data"]  # "" = the workspace
-    acc = files["artifacts/metrics/lite0/logreg.json"]["data"]["test"]["accuracy"]
+    acc = files[str(REL.metrics("lite0", "logreg"))]["data"]["test"]["accuracy"]
     assert 0.0 <= acc <= 1.0
     plots = json.loads(dvc("plots", "show", "--json", cwd=project))
     assert "errors" not in plots, plots.get("errors")
     for name in ("lite0", "resnet18_random"):
-        assert f"artifacts/predictions/{name}/logreg.csv" in plots["data"]
-        assert f"artifacts/plots/learning_curves/{name}-logreg.csv" in plots["data"]
+        assert str(REL.predictions(name, "logreg")) in plots["data"]
+        assert str(REL.learning_curve(REL.plots_dir, name, "logreg")) in plots["data"]
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "first run", cwd=project)
 
@@ -78,9 +80,9 @@ def test_adding_a_backbone_runs_only_its_stages(project):
     out = dvc("repro", cwd=project)
     # check re-runs (backbones changed) but its output is unchanged: no other extraction.
     assert ran_stages(out) == {"check", "extract@mnv3", "train@mnv3-logreg", "report"}, out
-    attrs = read_attrs(project / "artifacts" / "embeddings" / "mnv3.h5")
+    attrs = read_attrs(ArtifactPaths(project / "artifacts").embeddings("mnv3"))
     assert attrs["layer"] == "features.6" and attrs["embed_dim"] == 40
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=project))
-    new = diff["artifacts/metrics/mnv3/logreg.json"]["test.accuracy"]
+    new = diff[str(REL.metrics("mnv3", "logreg"))]["test.accuracy"]
     assert new["old"] is None and 0.0 <= new["new"] <= 1.0
-    assert "mnv3" in (project / "artifacts" / "report" / "index.html").read_text()
+    assert "mnv3" in ArtifactPaths(project / "artifacts").report.read_text()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from linprobe.schema import ArtifactPaths
+
 from .dvcproject import BIN, dvc, init_project, ran_stages
 from .test_dvc_repro import copy_slice
 
@@ -35,8 +37,9 @@ def test_data_path_with_spaces_works_end_to_end(project):
     out = dvc("repro", cwd=project)
     assert ran_stages(out) == {"check", "extract@lite0", "extract@resnet18_random",
                                "train@lite0-logreg", "train@resnet18_random-logreg", "report"}
-    assert (project / "artifacts" / "check.ok").read_text() == "linprobe check passed\n"
-    html = (project / "artifacts" / "report" / "index.html").read_text()
+    art = ArtifactPaths(project / "artifacts")
+    assert art.check_stamp.read_text() == "linprobe check passed\n"
+    html = art.report.read_text()
     assert 'id="run-lite0-logreg"' in html and 'id="run-resnet18_random-logreg"' in html
     assert "stale run" not in html
 
@@ -72,9 +75,10 @@ def test_removed_backbone_leaves_the_report(project):
     out = dvc("repro", cwd=project)
     assert ran_stages(out) == {"check", "report"}, out
     # DVC keeps the removed stages' outputs ...
-    assert (project / "artifacts" / "metrics" / "lite0" / "logreg.json").is_file()
-    html = (project / "artifacts" / "report" / "index.html").read_text()
+    art = ArtifactPaths(project / "artifacts")
+    assert art.metrics("lite0", "logreg").is_file()
+    html = art.report.read_text()
     # ... but the report ranks only what params.yaml asks for, and says what it left out.
     assert 'id="run-lite0-logreg"' not in html and 'id="run-resnet18_random-logreg"' in html
     assert "1 stale run(s) left out" in html and "lite0/logreg" in html
-    assert not (project / "artifacts" / "plots" / "learning_curves" / "lite0-logreg.csv").exists()
+    assert not art.learning_curve(art.plots_dir, "lite0", "logreg").exists()

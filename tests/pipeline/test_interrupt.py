@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.models.conftest import write_h5
-from tests.reports.artifacts import write_artifacts
+from tests.reports.realruns import build_artifacts
 
 from .test_dvc_repro import copy_slice
 
@@ -95,7 +95,7 @@ def test_ctrl_c_during_extract(tmp_path):
 
 
 def test_ctrl_c_during_report(tmp_path):
-    write_artifacts(tmp_path, ["a", "b", "c", "d"])
+    build_artifacts(tmp_path, ["a", "b", "c", "d"])
     proc = start("report", "--artifacts", "artifacts", "--out", "report/index.html",
                  cwd=tmp_path)
     time.sleep(1.5)   # imports done, t-SNE/MMD being computed

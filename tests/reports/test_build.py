@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from linprobe.reports.build import build_report, write_learning_curves
-from tests.reports.artifacts import write_artifacts
+from linprobe.schema import ArtifactPaths
 from tests.reports.conftest import CLASSES, EVIL
+from tests.reports.realruns import build_artifacts
 
 
 def test_reports_never_import_torch():
@@ -33,16 +34,16 @@ def test_leaderboard_rows_and_best(report, multiclass_artifacts):
     _, html = report
     rows = re.findall(r'<tr class="lb-row( best)?">(.*?)</tr>', html, re.S)
     assert len(rows) == 4  # 2 backbones x 2 probes
-    for probe in ("logreg", "ridge"):
+    for probe in ("logreg", "knn"):
         accs = {p.parent.name: json.loads(p.read_text())["test"]["accuracy"]
-                for p in (multiclass_artifacts / "metrics").glob(f"*/{probe}.json")}
+                for p in ArtifactPaths(multiclass_artifacts).metrics_dir.glob(f"*/{probe}.json")}
         top = max(accs.values())
         marked = [r for flag, r in rows if flag and f"<td class=\"l\">{probe}</td>" in r]
         assert len(marked) == 1
         assert any(f">{b}</a>" in marked[0] for b, a in accs.items() if a == top)
         assert f"{top:.3f}" in marked[0]
-    # Every row carries a CI (bootstrapped from predictions: the fixture writes no test_ci).
-    assert html.count('title="bootstrap of predictions"') == 4
+    # Every row carries the CI that train wrote.
+    assert html.count('title="metrics file"') == 4
     assert "C=" in html and "Δ vs best" in html
 
 
@@ -51,15 +52,16 @@ def test_class_names_are_escaped(report):
     assert EVIL not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("<script>") == 1  # only the report's own sort script
-    assert "&lt;b&gt;broken&lt;/b&gt;.png" in html  # skipped file names too
+    assert "&lt;b&gt;broken&lt;i&gt;.png" in html  # skipped file names too
     assert "Coat &amp; co" in html
 
 
 def test_sections_present(report):
     _, html = report
     for marker in ('id="class-counts"', 'id="mmd-table"', "few-shot learning curves, probe logreg",
-                   "PCA of pool7", "t-SNE of proj32", "Most confused pairs",
-                   "Misclassified test images", "cannot identify image file", "probes: [logreg, ridge]"):
+                   "PCA of mnv3", "t-SNE of lite0", "Most confused pairs",
+                   "Misclassified test images", "not an image format Pillow can identify",
+                   "probes: [logreg, knn]"):
         assert marker in html, marker
     # Counts per split from the HDF5 file: 20/8/10 per class.
     assert re.search(r"<td class=\"l\">Trouser</td><td>20</td><td>8</td><td>10</td>", html)
@@ -70,7 +72,7 @@ def test_sections_present(report):
 def test_thumbnails_found_after_the_repo_moves(tmp_path):
     """Data and artifacts moved together: the absolute data_root is gone, the relative one
     (from the HDF5 file) finds the images."""
-    art = write_artifacts(tmp_path / "orig", CLASSES, probes=("logreg",))
+    art = build_artifacts(tmp_path / "orig", CLASSES, probes=("logreg",))
     moved = tmp_path / "moved"
     shutil.move(art.parent, moved)
     html = build_report(moved / "artifacts", tmp_path / "r.html", tsne_max=0).read_text()
@@ -85,15 +87,15 @@ def test_optional_keys_missing_say_not_available(multiclass_artifacts, tmp_path)
         m = json.loads(p.read_text())
         for key in ("few_shot", "per_class", "confusion_matrix", "selection", "val", "fit_seconds"):
             m.pop(key)
-        if p.parent.name == "proj32":  # malformed optional values are treated as absent
+        if p.parent.name == "lite0":  # malformed optional values are treated as absent
             m.update(test_ci=[0.1], per_class=[1, 2], confusion_matrix=[[1, 2], [3]],
                      selection="C=1", few_shot={"k": [1, 2], "mean": [0.5]})
         p.write_text(json.dumps(m))
     shutil.rmtree(art / "predictions")
-    (art / "embeddings" / "proj32.h5").unlink()
+    (art / "embeddings" / "lite0.h5").unlink()
     html = build_report(art, tmp_path / "r.html", tsne_max=0).read_text()
     assert "Few-shot results not available" in html
-    assert "proj32: embeddings not available" in html
+    assert "lite0: embeddings not available" in html
     assert "not available (no predictions file)" in html
     assert html.count('class="lb-row') == 4
 
@@ -112,8 +114,8 @@ def test_bad_json_names_file_and_keeps_old_report(multiclass_artifacts, tmp_path
     shutil.copytree(multiclass_artifacts, art)
     out = tmp_path / "index.html"
     out.write_text("previous report")
-    (art / "metrics" / "pool7" / "logreg.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"pool7/logreg\.json is not valid JSON"):
+    (art / "metrics" / "mnv3" / "logreg.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"mnv3/logreg\.json is not valid JSON"):
         build_report(art, out)
     assert out.read_text() == "previous report"
     assert list(tmp_path.glob("*.tmp")) == []
@@ -124,11 +126,10 @@ def test_bad_parameter_message(multiclass_artifacts, tmp_path):
         build_report(multiclass_artifacts, tmp_path / "r.html", gallery_limit=-1)
 
 
-def test_multilabel_report(tmp_path):
-    art = write_artifacts(tmp_path, ["top", "bottom", "shoe", "bright"], task="multilabel")
-    html = build_report(art, tmp_path / "r.html", tsne_max=0).read_text()
+def test_multilabel_report(multilabel_artifacts, tmp_path):
+    html = build_report(multilabel_artifacts, tmp_path / "r.html", tsne_max=0).read_text()
     assert 'alt="AP per class"' in html and 'alt="precision-recall curves"' in html
-    assert html.count('class="lb-row') == 2 and "mAP" in html
+    assert html.count('class="lb-row') == 1 and "mAP" in html
 
 
 def test_learning_curves_csv(multiclass_artifacts, tmp_path):
@@ -137,9 +138,9 @@ def test_learning_curves_csv(multiclass_artifacts, tmp_path):
     paths = write_learning_curves(multiclass_artifacts, tmp_path / "lc")
     assert len(paths) == 2 * 2  # backbones x probes
     assert sorted(p.name for p in (tmp_path / "lc").iterdir()) == sorted(p.name for p in paths)
-    lines = (tmp_path / "lc" / "pool7-ridge.csv").read_text().splitlines()
+    lines = ArtifactPaths.learning_curve(tmp_path / "lc", "mnv3", "knn").read_text().splitlines()
     assert lines[0] == "k,mean,std" and len(lines) == 1 + 3  # k values
-    m = json.loads((multiclass_artifacts / "metrics" / "pool7" / "ridge.json").read_text())
+    m = json.loads(ArtifactPaths(multiclass_artifacts).metrics("mnv3", "knn").read_text())
     assert lines[3].startswith(f"4,{m['few_shot']['mean'][2]},")
 
 
@@ -155,12 +156,12 @@ def test_mismatched_datasets_warn_and_bad_predictions_name_the_file(multiclass_a
 
     art = tmp_path / "artifacts"
     shutil.copytree(multiclass_artifacts, art)
-    with h5py.File(art / "embeddings" / "proj32.h5", "a") as f:
+    with h5py.File(art / "embeddings" / "lite0.h5", "a") as f:
         f.attrs["dataset_fingerprint"] = "another-dataset"
     html = build_report(art, tmp_path / "r.html", tsne_max=0).read_text()
     assert "dataset fingerprints differ" in html
-    (art / "predictions" / "pool7" / "ridge.csv").write_text("path,label\nx,y\n")
-    with pytest.raises(ValueError, match=r"pool7/ridge\.csv must have the header id,actual,predicted,score"):
+    (art / "predictions" / "mnv3" / "knn.csv").write_text("path,label\nx,y\n")
+    with pytest.raises(ValueError, match=r"mnv3/knn\.csv must have the header id,actual,predicted,score"):
         build_report(art, tmp_path / "r.html")
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from linprobe.reports.build import build_report
 from linprobe.reports.gallery import Thumbnails, thumbnail_uri
-from tests.reports.artifacts import write_artifacts
+from tests.reports.realruns import build_artifacts
 from tests.reports.conftest import CLASSES
 
 _BUILD_IN_FRESH_PROCESS = """
@@ -46,13 +46,13 @@ def _thumbs(html: str) -> list[str]:
 def test_two_builds_share_no_thumbnail_cache(tmp_path):
     """The images change on disk between two builds in one process: the second report shows
     the new pixels (a process-wide cache would serve the first build's thumbnails)."""
-    art = write_artifacts(tmp_path / "p", CLASSES, probes=("logreg",))
+    art = build_artifacts(tmp_path / "p", CLASSES, probes=("logreg",))
     first = _thumbs(build_report(art, tmp_path / "1.html", tsne_max=0).read_text())
-    for png in (art.parent / "data" / "test").rglob("*.png"):
+    tests = sorted((art.parent / "data" / "img").glob("test-*.png"))
+    for png in tests:
         Image.fromarray(np.full((28, 28), 255, np.uint8)).save(png)
     second = _thumbs(build_report(art, tmp_path / "2.html", tsne_max=0).read_text())
-    white = thumbnail_uri(str(art.parent / "data"), next(
-        str(p.relative_to(art.parent / "data")) for p in (art.parent / "data" / "test").rglob("*.png")))
+    white = thumbnail_uri(str(art.parent / "data"), str(tests[0].relative_to(art.parent / "data")))
     assert first and len(second) == len(first)
     assert white not in first and set(second) == {white}
 

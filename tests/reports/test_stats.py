@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from linprobe.reports import stats
-from linprobe.reports.collect import Predictions
+from linprobe.schema import Predictions
 from linprobe.reports.gallery import error_gallery, thumbnail_uri
-from tests.reports.artifacts import load_fmnist
+from tests.reports.realruns import demo_pixels
 
 
 @pytest.fixture(scope="module")
 def pixels() -> tuple[np.ndarray, np.ndarray]:
-    images, labels = load_fmnist(60, [0, 1, 7])  # T-shirt, Trouser, Sneaker
+    images, labels = demo_pixels(60, [0, 1, 7])  # T-shirt, Trouser, Sneaker
     return images.reshape(len(images), -1).astype(np.float64) / 255.0, labels
 
 
@@ -50,7 +50,7 @@ def test_pca_and_confused_pairs(pixels):
 def test_gallery_orders_mistakes_and_refuses_escaping_ids(tmp_path):
     from PIL import Image
 
-    images, _ = load_fmnist(1, [0])
+    images, _ = demo_pixels(1, [0])
     Image.fromarray(images[0]).save(tmp_path / "a.png")
     (tmp_path / "root").mkdir()
     Image.fromarray(images[0]).save(tmp_path / "root" / "b.png")

@@ -13,11 +13,16 @@ import pytest
 
 from linprobe.models import compare_runs
 from linprobe.models.metrics import mean_ap
-from linprobe.models.persist import array, csv_rows, json_data, run_artifacts, write_all
+from linprobe.models.persist import array, csv_rows, json_data, write_all
 from linprobe.models.uncertainty import paired_bootstrap
 from linprobe.reports import sections
-from linprobe.reports.collect import load_runs, read_predictions
+from linprobe.reports.collect import load_runs
+from linprobe.schema import ArtifactPaths, read_predictions
 from tests.models.mosaic import mosaic_runs
+
+
+def run_artifacts(art: Path, backbone: str, probe: str) -> dict[str, Path]:
+    return ArtifactPaths(art).run(backbone, probe)
 
 PROBE = "ovr_logreg"
 

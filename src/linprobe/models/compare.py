@@ -10,16 +10,14 @@ The report's "≈ best" flag and :func:`compare_runs` both call :func:`paired_co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from linprobe.schema import HEADLINE
+from linprobe.schema import HEADLINE, ArtifactPaths, read_metrics, read_predictions
 
 from .metrics import mean_ap, mean_ap_weighted
-from .persist import run_artifacts
 from .uncertainty import paired_bootstrap, paired_bootstrap_stat
 
 
@@ -86,36 +84,31 @@ def run_outputs(task: str, class_names: list[str], ids: np.ndarray, actual: np.n
 def read_run_outputs(artifacts: str | Path, backbone: str, probe: str) -> RunOutputs:
     """Read one run's test outputs from ``artifacts`` (metrics JSON, predictions CSV, and for
     multilabel the scores array). Missing files raise FileNotFoundError naming them."""
-    # The predictions-CSV reader lives with the report today (imported here, not at module
-    # level: reports imports models).
-    from linprobe.reports.collect import read_predictions
-
-    paths = run_artifacts(artifacts, backbone, probe)
+    paths = ArtifactPaths(artifacts)
+    files = {"metrics": paths.metrics(backbone, probe),
+             "predictions": paths.predictions(backbone, probe),
+             "scores": paths.scores(backbone, probe)}
     for kind in ("metrics", "predictions"):
-        if not paths[kind].is_file():
-            raise FileNotFoundError(f"{kind} file {paths[kind]} does not exist; run "
+        if not files[kind].is_file():
+            raise FileNotFoundError(f"{kind} file {files[kind]} does not exist; run "
                                     f"`linprobe train` for {backbone}/{probe} first")
-    try:
-        metrics = json.loads(paths["metrics"].read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"metrics file {paths['metrics']} is not valid JSON ({exc}); re-run "
-                         f"`linprobe train` for {backbone}/{probe}") from exc
+    metrics = read_metrics(files["metrics"])
     task = metrics.get("task", "multiclass")
     names = [str(c) for c in metrics.get("class_names", [])]
-    preds = read_predictions(paths["predictions"])
+    preds = read_predictions(files["predictions"])
     scores = None
     if task == "multilabel":
-        if not paths["scores"].is_file():
-            raise FileNotFoundError(f"scores file {paths['scores']} does not exist (the mAP of "
+        if not files["scores"].is_file():
+            raise FileNotFoundError(f"scores file {files['scores']} does not exist (the mAP of "
                                     f"a multi-label run is computed from it); re-run "
                                     f"`linprobe train` for {backbone}/{probe}")
         try:
-            scores = np.load(paths["scores"], allow_pickle=False)
+            scores = np.load(files["scores"], allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"scores file {paths['scores']} is not a .npy array ({exc}); "
+            raise ValueError(f"scores file {files['scores']} is not a .npy array ({exc}); "
                              f"re-run `linprobe train` for {backbone}/{probe}") from exc
     return run_outputs(task, names, preds.ids, preds.actual, preds.predicted, scores,
-                        source=str(paths["predictions"].with_suffix("")))
+                        source=str(files["predictions"].with_suffix("")))
 
 
 def _align(a: RunOutputs, b: RunOutputs) -> RunOutputs:

@@ -19,21 +19,9 @@ import numpy as np
 
 from linprobe.diskio import write_error
 
-# Columns of artifacts/predictions/<backbone>/<probe>.csv (class names; multi-label '|'-joined).
-PREDICTION_HEADER = ("id", "actual", "predicted", "score")
-
 # How to write one file: (write(fileobj), open mode).
 Writer = tuple[Callable[[IO[Any]], None], str]
 _THEN = "the previous file is unchanged; re-run the same command"
-
-
-def run_artifacts(out_dir: str | Path, backbone: str, probe: str) -> dict[str, Path]:
-    """The files one train run writes under ``out_dir``, by kind (the metrics file last)."""
-    out_dir = Path(out_dir)
-    return {"probe": out_dir / "probes" / backbone / f"{probe}.joblib",
-            "predictions": out_dir / "predictions" / backbone / f"{probe}.csv",
-            "scores": out_dir / "predictions" / backbone / f"{probe}.scores.npy",
-            "metrics": out_dir / "metrics" / backbone / f"{probe}.json"}
 
 
 def _umask() -> int:

@@ -3,10 +3,11 @@
 Protocol: the probe's grid is searched on held-out data (val split, a seeded fraction of train,
 or k-fold; see :mod:`.selection`), the chosen value is refit on train+val, and test is scored
 once. Artifacts, ``<backbone>`` being the embeddings file stem and ``<probe>`` the run's name
-(the params.yaml entry name; the probe's registry name by default), each written atomically:
+(the params.yaml entry name; the probe's registry name by default), each written atomically
+(paths from :class:`linprobe.schema.ArtifactPaths`):
 
 - ``probes/<backbone>/<probe>.joblib``: ``Pipeline([("normalize", ...), ("probe", clf)])``.
-- ``metrics/<backbone>/<probe>.json``: the metrics schema (see :func:`train_probe`).
+- ``metrics/<backbone>/<probe>.json``: :class:`linprobe.schema.RunMetrics`.
 - ``predictions/<backbone>/<probe>.csv``: ``id,actual,predicted,score``, one row per test sample
   in file order. Multiclass: class names, score = probability (or decision value) of the
   predicted class. Multilabel: ``|``-joined names (empty when none), score = the max score.
@@ -32,13 +33,13 @@ from sklearn.pipeline import Pipeline
 
 from linprobe.features.scan import require_classes
 from linprobe.features.store import EmbeddingSet, read_embeddings
-from linprobe.schema import HEADLINE, TASKS
+from linprobe.schema import (HEADLINE, PREDICTION_HEADER, SCHEMA_VERSION, TASKS, ArtifactPaths,
+                             RunMetrics)
 
 from . import metrics as M
 from .fewshot import few_shot_curve
 from .options import ProbeOptions, resolve_options
 from . import persist
-from .persist import PREDICTION_HEADER, run_artifacts
 from .probes import (ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform,
                      probe_options)
 from .selection import SCORERS, Selection, select
@@ -51,7 +52,7 @@ CI_METRICS = {"multiclass": {"accuracy": lambda y, p: float(np.mean(y == p)),
 
 def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                 options: Mapping[str, Any] | ProbeOptions | None = None, seed: int = 0,
-                name: str | None = None) -> dict:
+                name: str | None = None) -> RunMetrics:
     """Select, refit and score ``probe`` on an embeddings file; write the three artifacts.
 
     ``probe`` is a registry name (:data:`PROBES`); ``options`` a dict of its options or its
@@ -90,7 +91,8 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     X_te, y_te, ids_te = es.subset("test")
     test, val, pred, scores, kind, test_ci = _evaluate(model, sel, X_te, y_te, es, opts, seed)
 
-    result = {
+    result: RunMetrics = {
+        "schema_version": SCHEMA_VERSION,
         "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
         "probe": name, "probe_type": probe, "task": es.task, "headline": HEADLINE[es.task],
         "class_names": es.class_names,
@@ -230,7 +232,7 @@ def _js(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-def _write(out_dir: Path, backbone: str, probe: str, model, result: dict, es: EmbeddingSet,
+def _write(out_dir: Path, backbone: str, probe: str, model, result: RunMetrics, es: EmbeddingSet,
            ids: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndarray) -> None:
     names = np.asarray(es.class_names, dtype=object)
     if es.task == "multilabel":
@@ -239,7 +241,7 @@ def _write(out_dir: Path, backbone: str, probe: str, model, result: dict, es: Em
     else:
         rows = zip(ids, names[y], names[pred], scores[np.arange(len(pred)), pred])
     rows = ((i, a, p, f"{float(s):.6g}") for i, a, p, s in rows)
-    paths = run_artifacts(out_dir, backbone, probe)
+    paths = ArtifactPaths(out_dir).run(backbone, probe)
     # Staged together, renamed together: a failure (disk full) leaves the previous set whole.
     persist.write_all({
         paths["probe"]: persist.model(model),

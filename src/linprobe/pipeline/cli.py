@@ -121,8 +121,8 @@ def _train(args: argparse.Namespace) -> None:
     metrics = run_interruptibly("train", train_probe, args.embeddings, probe, args.out_dir,
                                 options=options, seed=0 if seed is None else seed,
                                 name=args.probe)
-    headline = metrics.get("headline", "accuracy")
-    value = metrics.get("test", {}).get(headline)
+    headline = metrics["headline"]
+    value = metrics["test"].get(headline)
     print(f"{metrics.get('backbone')} / {args.probe}: test {headline} = {value:.4f}"
           if isinstance(value, float) else f"trained {args.probe}")
 

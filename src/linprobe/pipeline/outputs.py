@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from linprobe.schema import PREDICTION_HEADER, ArtifactPaths, looks_like_metrics
+
 # Lock files sit beside their output (DVC deletes outs before a stage runs; a lock inside an out
 # would go with it). .gitignore and .dvcignore list the suffix.
 LOCK_SUFFIX = ".linprobe-lock"
@@ -91,7 +93,7 @@ def _is_metrics(path: Path) -> bool:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and {"backbone", "probe", "task", "headline"} <= set(data)
+    return looks_like_metrics(data)
 
 
 def _first_line_is(header: tuple[str, ...]) -> Callable[[Path], bool]:
@@ -121,12 +123,6 @@ def _is_report(path: Path) -> bool:
     return f'<meta name="generator" content="{GENERATOR} '.encode() in _head(path)
 
 
-def _predictions_header() -> tuple[str, ...]:
-    from linprobe.models.persist import PREDICTION_HEADER
-
-    return PREDICTION_HEADER
-
-
 def _curve_header() -> tuple[str, ...]:
     from linprobe.reports.build import LEARNING_CURVE_HEADER
 
@@ -139,8 +135,7 @@ _KINDS: dict[str, tuple[Callable[[Path], bool], str, str]] = {
     "partial": (_is_partial, "a partial HDF5 embeddings file", "extract"),
     "probe": (_is_probe, "a probe (.joblib)", "train"),
     "metrics": (_is_metrics, "a metrics file", "train"),
-    "predictions": (lambda p: _first_line_is(_predictions_header())(p), "a predictions CSV",
-                    "train"),
+    "predictions": (_first_line_is(PREDICTION_HEADER), "a predictions CSV", "train"),
     "scores": (_is_scores, "a scores array", "train"),
     "report": (_is_report, "an HTML report", "report"),
     "curve": (lambda p: _first_line_is(_curve_header())(p), "a learning-curve CSV", "report"),
@@ -162,16 +157,15 @@ def _plan(command: str, args: argparse.Namespace) -> tuple[list[Output], list[tu
             inputs.append(("--backbone", Path(args.backbone[len("file:"):])))
         return [out, Output(partial_path(out.path), "--out", "partial")], inputs, [out]
     if command == "train":
-        from linprobe.models.persist import run_artifacts
-
         emb = Path(args.embeddings)
         inputs.append(("--embeddings", emb))
         files = [Output(p, "--out-dir", kind)
-                 for kind, p in run_artifacts(args.out_dir, emb.stem, args.probe).items()]
+                 for kind, p in ArtifactPaths(args.out_dir).run(emb.stem, args.probe).items()]
         return [Output(Path(args.out_dir), "--out-dir", "folder"), *files], inputs, files[:1]
     if command == "report":
-        art = Path(args.artifacts)
-        inputs += [("--artifacts", art / sub) for sub in ("embeddings", "metrics", "predictions")]
+        art = ArtifactPaths(args.artifacts)
+        inputs += [("--artifacts", sub)
+                   for sub in (art.embeddings_dir, art.metrics_dir, art.predictions_dir)]
         outs = [Output(Path(args.out), "--out", "report")]
         if args.plots_dir is not None:
             outs.append(Output(Path(args.plots_dir), "--plots-dir", "folder"))

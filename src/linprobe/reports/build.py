@@ -21,6 +21,7 @@ from linprobe.models.persist import write_csv, write_text
 from linprobe.reports import sections
 from linprobe.reports.collect import Only, load_backbone_attrs, load_runs, stale_runs
 from linprobe.reports.gallery import Thumbnails
+from linprobe.schema import ArtifactPaths
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # Every report carries <meta name="generator" content="linprobe X.Y.Z">: how linprobe recognises
@@ -42,7 +43,7 @@ def _git_revision(where: Path) -> str | None:
 
 
 def _load_embeddings(artifacts: Path, name: str) -> EmbeddingSet | None:
-    path = artifacts / "embeddings" / f"{name}.h5"
+    path = ArtifactPaths(artifacts).embeddings(name)
     try:
         return read_embeddings(path) if path.is_file() else None
     except (OSError, ValueError):
@@ -92,8 +93,8 @@ def write_learning_curves(artifacts: str | Path, out_dir: str | Path, *,
     for lc in sections.learning_curves_data(load_runs(artifacts, only)):
         for c in lc["curves"]:
             std = c["std"] if c["std"] is not None else [""] * len(c["k"])
-            written.append(write_csv(out_dir / f"{c['label']}-{lc['probe']}.csv",
-                                     LEARNING_CURVE_HEADER, zip(c["k"], c["mean"], std)))
+            path = ArtifactPaths.learning_curve(out_dir, c["label"], lc["probe"])
+            written.append(write_csv(path, LEARNING_CURVE_HEADER, zip(c["k"], c["mean"], std)))
     for stale in set(out_dir.glob("*.csv")) - set(written):
         stale.unlink()
     return written

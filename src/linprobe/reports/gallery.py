@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from linprobe.reports.collect import Predictions
 from linprobe.reports.figures import png_uri
+from linprobe.schema import Predictions
 
 
 def thumbnail_uri(data_root: str, image_id: str, size: int = 64) -> str | None:
