@@ -22,14 +22,15 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from linprobe.features.store import SPLIT_CODES, encode_attr
 from linprobe.models.persist import PREDICTION_HEADER, write_csv, write_json
-from linprobe.features.fashion_mnist import load_split
+from tests.features.imagedata import demo_split
 
 SPLIT_SIZES = {"train": 20, "val": 8, "test": 10}  # per class
 
 
 def load_fmnist(n_per_class: int, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """First n_per_class images of each class: ((n, 28, 28) uint8, (n,) int original labels)."""
-    images, labels = load_split("test")
+    """First n_per_class (at most 100) images of each class of the bundled demo's train split:
+    ((n, 28, 28) uint8, (n,) int original labels)."""
+    images, labels = demo_split("train")
     idx = np.concatenate([np.flatnonzero(labels == c)[:n_per_class] for c in classes])
     return images[idx], labels[idx]
 
