@@ -9,7 +9,8 @@ import torchvision
 from torch import nn
 
 # Families whose final layer is ``.fc``; the others are named in ``final_layer``.
-_FC_FAMILIES = ("resnet", "resnext", "wide_resnet", "regnet", "shufflenet", "googlenet", "inception")
+_FC_FAMILIES = ("resnet", "resnext", "wide_resnet", "regnet", "shufflenet", "googlenet",
+                "inception")
 
 
 def torchvision_classifier(name: str, image_size: int | None = None, **kwargs) -> nn.Module:
@@ -54,7 +55,8 @@ def assert_close_logits(recon: torch.Tensor, logits: torch.Tensor) -> None:
     assert recon.shape == logits.shape
     assert torch.isfinite(logits).all()
     scale = float(logits.abs().max()) + 1e-6
-    assert torch.allclose(recon, logits, rtol=1e-4, atol=1e-4 * scale), float((recon - logits).abs().max())
+    worst = float((recon - logits).abs().max())
+    assert torch.allclose(recon, logits, rtol=1e-4, atol=1e-4 * scale), worst
 
 
 def assert_reproduces_logits(embedding: torch.Tensor, layer: nn.Module, head: nn.Module,
