@@ -74,10 +74,12 @@ def fmnist_small(tmp_path_factory) -> Path:
     return write_h5(path, X, y, split, FMNIST_CLASSES, ids=ids, backbone="raw:pixels14")
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def _single_blas_thread():
     """One BLAS thread: on the shared 2-core CI box OpenBLAS worker threads spin-wait against
-    other processes and made a 600 x 196 logistic fit ~100x slower (measured 6 s vs 0.06 s)."""
+    other processes and made a 600 x 196 logistic fit ~100x slower (measured 6 s vs 0.06 s).
+    Per module, so the limit ends with the models tests instead of holding for the rest of the
+    session (a session fixture here stayed set for whatever package ran next)."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1, user_api="blas"):
         yield
