@@ -12,7 +12,7 @@ else
 TORCH  := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup demo demo-multilabel test system-deps clean
+.PHONY: setup demo demo-multilabel test system-deps dataset clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# Chromium for the browser tests; `make dataset` adds the full Fashion-MNIST (benchmarks, data/
+# scripts and `pytest -m slow`), which the default test run does not need.
 system-deps:
 	bash scripts/install-system-deps.sh
+
+dataset:
+	bash scripts/install-system-deps.sh --dataset
 
 # Whole pipeline on the bundled demo data: extract -> train -> report, via `dvc repro`.
 demo: setup

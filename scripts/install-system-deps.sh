@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# System packages the tests need: headless Chromium + ChromeDriver (the report is checked in a real
-# browser) and Fashion-MNIST (benchmarks and data/make_fashion_mnist_demo.py read the full set).
+# System packages for the tests: headless Chromium + ChromeDriver (the report is checked in a real
+# browser). With --dataset also Fashion-MNIST (dataset-fashion-mnist): only the benchmarks, the
+# scripts in data/ and the slow test that re-makes the bundled demo read the full set; the default
+# test run uses the bundled demo in data/.
 set -euo pipefail
-pkgs=(chromium chromium-driver dataset-fashion-mnist)
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
-[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+case "${1:-}" in
+  "") ;;
+  --dataset) [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist) ;;
+  *) echo "usage: $0 [--dataset]" >&2; exit 2 ;;
+esac
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
   echo "install these packages with your system's package manager: ${missing[*]}" >&2; exit 1

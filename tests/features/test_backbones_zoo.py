@@ -7,9 +7,10 @@ import torch
 import torchvision
 
 from linprobe.features.backbones import load_backbone
-from linprobe.features.backbones.torchvision_ import build_classifier
 
-from ._backbone_helpers import assert_head_reproduces, one_torch_thread  # noqa: F401 (autouse)
+from ._backbone_helpers import assert_reproduces_logits, final_layer, torchvision_classifier
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Smallest inputs each architecture accepts (default 32 px).
 _SIZES = {"inception_v3": 80, "alexnet": 64, "maxvit_t": 224, "vit_h_14": 28}
@@ -34,21 +35,21 @@ def test_every_torchvision_model_embedding_is_final_layer_input(name):
     size = _SIZES.get(name, 32)
     torch.manual_seed(0)
     b = load_backbone(f"torchvision:{name}:none", image_size=size)
-    torch.manual_seed(0)  # identical random weights in the reference classifier
-    ref = build_classifier(name, None, size)
+    torch.manual_seed(0)  # identical random weights in the reference, built by torchvision itself
+    ref = torchvision_classifier(name, size)
     x = torch.randn(2, 3, size, size)
     with torch.inference_mode():
         emb, logits = b.model(x), ref(x)
     assert emb.shape == (2, b.embed_dim) and emb.dtype == torch.float32
     assert logits.shape == (2, 1000)
     # squeezenet's conv head is exact here because 32 px gives a 1x1 final map (see torchvision_).
-    assert_head_reproduces(emb, b.head, logits)
+    assert_reproduces_logits(emb, final_layer(name, ref), b.head, logits)
 
 
 def test_squeezenet_embedding_is_pooled_input_of_final_conv():
     """At larger inputs the map is > 1x1: the embedding is still the GAP of the final conv's input."""
     torch.manual_seed(0)
-    ref = build_classifier("squeezenet1_1", None, 96)
+    ref = torchvision_classifier("squeezenet1_1", 96)
     captured = []
     ref.classifier[1].register_forward_hook(lambda m, args, out: captured.append(args[0]))
     x = torch.randn(2, 3, 96, 96)

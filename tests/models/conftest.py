@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from linprobe.features.store import SPLIT_CODES, encode_attr
-from linprobe.features.fashion_mnist import load_split
+from tests.features.imagedata import demo_split
 
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                   "Sneaker", "Bag", "Ankle boot"]
@@ -56,28 +56,30 @@ def split_names(y: np.ndarray, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> np.n
 
 @pytest.fixture(scope="session")
 def fmnist_small(tmp_path_factory) -> Path:
-    """Real Fashion-MNIST pixels (downsampled 14x14 = 196-d) as embeddings: 60/20 per class
-    from the train file (train/val) and 30 per class from the t10k file (test)."""
+    """Real Fashion-MNIST pixels (downsampled 14x14 = 196-d) as embeddings, from the bundled
+    demo: 60 train, 20 val and 30 test images per class, drawn from the demo's own splits."""
     rng = np.random.default_rng(0)
-    Xa, ya = load_split("train")
-    Xb, yb = load_split("test")
-    rows_a = np.concatenate([rng.choice(np.flatnonzero(ya == c), 80, replace=False) for c in range(10)])
-    rows_b = np.concatenate([rng.choice(np.flatnonzero(yb == c), 30, replace=False) for c in range(10)])
-    X = np.concatenate([Xa[rows_a], Xb[rows_b]]).astype(np.float32) / 255.0
+    parts = []
+    for split, per_class in (("train", 60), ("val", 20), ("test", 30)):
+        images, labels = demo_split(split)
+        rows = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+                               for c in range(10)])
+        parts.append((images[rows], labels[rows], [split] * len(rows)))
+    X = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     X = X.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(len(X), -1)
-    y = np.concatenate([ya[rows_a], yb[rows_b]]).astype(np.int64)
-    split = np.array(["train"] * len(rows_a) + ["test"] * len(rows_b), dtype=object)
-    for c in range(10):   # 20 of each class's 80 train rows become val
-        split[np.flatnonzero(y[: len(rows_a)] == c)[:20]] = "val"
+    y = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    split = np.array([s for p in parts for s in p[2]], dtype=object)
     ids = [f"{s}/{i:05d}.png" for i, s in enumerate(split)]
     path = tmp_path_factory.mktemp("fmnist") / "pixels14.h5"
     return write_h5(path, X, y, split, FMNIST_CLASSES, ids=ids, backbone="raw:pixels14")
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def _single_blas_thread():
     """One BLAS thread: on the shared 2-core CI box OpenBLAS worker threads spin-wait against
-    other processes and made a 600 x 196 logistic fit ~100x slower (measured 6 s vs 0.06 s)."""
+    other processes and made a 600 x 196 logistic fit ~100x slower (measured 6 s vs 0.06 s).
+    Per module, so the limit ends with the models tests instead of holding for the rest of the
+    session (a session fixture here stayed set for whatever package ran next)."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1, user_api="blas"):
         yield

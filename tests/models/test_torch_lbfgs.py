@@ -13,14 +13,8 @@ from linprobe.models.torch_lbfgs import TorchLogisticRegression
 from linprobe.models.train import train_probe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Same reason as the BLAS limit in conftest: spinning worker threads on a shared box."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Same reason as the BLAS limit in conftest: spinning worker threads on a shared box.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

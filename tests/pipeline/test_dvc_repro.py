@@ -8,42 +8,39 @@ runs only that backbone's stages and the report.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from linprobe.features.store import read_attrs
 from linprobe.schema import ArtifactPaths
 
-from .dvcproject import REPO, dvc, init_project, ran_stages, sh
+from .dvcproject import copy_project, copy_slice, dvc, edit_params, init_project, ran_stages, sh
 
-DEMO = REPO / "data" / "fashion-mnist-demo"
 REL = ArtifactPaths("artifacts")  # as dvc.yaml and `dvc metrics/plots show` name them
 
 
-def copy_slice(dst: Path, per_split: dict[str, int], classes: int = 4) -> None:
-    """Copy the first N images per class and split of the demo data (real images)."""
-    for split, n in per_split.items():
-        for class_dir in sorted((DEMO / split).iterdir())[:classes]:
-            out = dst / split / class_dir.name
-            out.mkdir(parents=True)
-            for png in sorted(class_dir.glob("*.png"))[:n]:
-                shutil.copy(png, out / png.name)
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """(project, output of its first `dvc repro`): built and committed once; tests get copies."""
     root = tmp_path_factory.mktemp("dvcproj")
     copy_slice(root / "data" / "demo", {"train": 8, "val": 4, "test": 5})
-    return init_project(root, "data/demo")
+    init_project(root, "data/demo")
+    out = dvc("repro", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "first run", cwd=root)
+    return root, out
 
 
-def test_repro_builds_everything_then_is_a_no_op(project):
-    out = dvc("repro", cwd=project)
-    assert ran_stages(out) == {"check", "extract@lite0", "extract@resnet18_random",
-                               "train@lite0-logreg", "train@resnet18_random-logreg", "report"}
+@pytest.fixture
+def project(built, tmp_path) -> Path:
+    return copy_project(built[0], tmp_path / "dvcproj")
+
+
+def test_repro_builds_everything_then_is_a_no_op(built, project):
+    assert ran_stages(built[1]) == {"check", "extract@lite0", "extract@resnet18_random",
+                                    "train@lite0-logreg", "train@resnet18_random-logreg",
+                                    "report"}
     art = ArtifactPaths(project / "artifacts")
     for name in ("lite0", "resnet18_random"):
         assert art.embeddings(name).is_file()
@@ -67,16 +64,12 @@ def test_repro_builds_everything_then_is_a_no_op(project):
     for name in ("lite0", "resnet18_random"):
         assert str(REL.predictions(name, "logreg")) in plots["data"]
         assert str(REL.learning_curve(REL.plots_dir, name, "logreg")) in plots["data"]
-    sh("git", "add", "-A", cwd=project)
-    sh("git", "commit", "-qm", "first run", cwd=project)
 
 
 def test_adding_a_backbone_runs_only_its_stages(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
     # An intermediate layer (global-average-pooled), set per backbone in params.yaml.
-    params["backbones"]["mnv3"] = {"spec": "torchvision:mobilenet_v3_small:none",
-                                   "layer": "features.6"}
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(project, lambda p: p["backbones"].update(
+        mnv3={"spec": "torchvision:mobilenet_v3_small:none", "layer": "features.6"}))
     out = dvc("repro", cwd=project)
     # check re-runs (backbones changed) but its output is unchanged: no other extraction.
     assert ran_stages(out) == {"check", "extract@mnv3", "train@mnv3-logreg", "report"}, out

@@ -4,40 +4,38 @@ that concerns no extraction re-runs none; a backbone removed from params leaves 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from linprobe.schema import ArtifactPaths
 
-from .dvcproject import BIN, dvc, init_project, ran_stages
-from .test_dvc_repro import copy_slice
+from .dvcproject import (BIN, copy_project, copy_slice, dvc, edit_params, init_project, ran_stages,
+                         run)
 
 DATA = "data/my demo $HOME"   # spaces, and a `$` a shell would expand outside quotes
 
 
-def edit_params(project: Path, edit) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    edit(params)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """(project, output of its first `dvc repro`): built and committed once; tests get copies."""
     root = tmp_path_factory.mktemp("dvcsafe")
     copy_slice(root / DATA, {"train": 6, "val": 2, "test": 3}, classes=3)
-    return init_project(root, DATA)
+    init_project(root, DATA)
+    return root, dvc("repro", cwd=root)
 
 
-def test_data_path_with_spaces_works_end_to_end(project):
-    out = dvc("repro", cwd=project)
+@pytest.fixture
+def project(built, tmp_path) -> Path:
+    return copy_project(built[0], tmp_path / "dvcsafe")
+
+
+def test_data_path_with_spaces_works_end_to_end(built):
+    root, out = built
     assert ran_stages(out) == {"check", "extract@lite0", "extract@resnet18_random",
                                "train@lite0-logreg", "train@resnet18_random-logreg", "report"}
-    art = ArtifactPaths(project / "artifacts")
+    art = ArtifactPaths(root / "artifacts")
     assert art.check_stamp.read_text() == "linprobe check passed\n"
     html = art.report.read_text()
     assert 'id="run-lite0-logreg"' in html and 'id="run-resnet18_random-logreg"' in html
@@ -45,17 +43,13 @@ def test_data_path_with_spaces_works_end_to_end(project):
 
 
 def test_bad_config_stops_at_check_before_any_extraction(project):
-    before = (project / "params.yaml").read_text()
     edit_params(project, lambda p: p.update(
         probes={"logreg": {}, "linear_svm": {"temperature": 0.1}},
         extract={**p["extract"], "image_size": 48}))   # would re-run every extraction
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
     t0 = time.monotonic()
-    r = subprocess.run([str(BIN / "dvc"), "repro"], cwd=project, env=env, capture_output=True,
-                       text=True)
+    r = run(str(BIN / "dvc"), "repro", cwd=project)
     seconds = time.monotonic() - t0
     out = r.stdout + r.stderr
-    (project / "params.yaml").write_text(before)
     assert r.returncode != 0, out
     assert ran_stages(out) == {"check"}, out
     assert "linprobe: error:" in out and "probes.linear_svm" in out and "temperature" in out

@@ -18,7 +18,7 @@ import yaml
 from tests.models.conftest import write_h5
 from tests.reports.realruns import build_artifacts
 
-from .test_dvc_repro import copy_slice
+from .dvcproject import copy_slice
 
 
 def start(*args: str | Path, cwd: Path) -> subprocess.Popen:
