@@ -42,7 +42,8 @@ demo: setup
 # params switched by `dvc exp run -S` (it writes them into params.yaml; `git checkout params.yaml`
 # switches back).
 ML_SWITCH := -S data.path=data/fashion-mnist-mosaic/manifest.csv \
-             -S '~probes.logreg' -S '+probes.ovr_logreg={}' -S '+probes.ovr_linear_svm={}'
+             -S '~probes.logreg' -S '~probes.linear_svm' -S '~probes.knn' \
+             -S '+probes.ovr_logreg={}' -S '+probes.ovr_linear_svm={}'
 demo-multilabel: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $(ML_SWITCH)
 	@echo ""

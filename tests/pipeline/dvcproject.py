@@ -68,11 +68,12 @@ def copy_project(built: Path, dst: Path) -> Path:
     return dst
 
 
-def init_project(root: Path, data_path: str | None) -> Path:
+def init_project(root: Path, data_path: str | None, *, shipped_probes: bool = False) -> Path:
     """git + DVC project at ``root`` with the shipped dvc.yaml and params.yaml, made small.
 
     The caller has put the data under ``root`` already; ``data_path`` (relative) replaces
-    ``data.path`` unless None. Everything is committed.
+    ``data.path`` unless None; the probes are ``logreg`` alone unless ``shipped_probes``.
+    Everything is committed.
     """
     sh("git", "init", "-q", cwd=root)
     dvc("init", "-q", cwd=root)
@@ -83,8 +84,9 @@ def init_project(root: Path, data_path: str | None) -> Path:
         params["data"]["path"] = data_path
     params["extract"].update(image_size=32, batch_size=16)
     params["backbones"] = dict(BACKBONES)
-    # One probe keeps these wiring tests fast; the shipped matrix is checked in test_params.
-    params["probes"] = {"logreg": {}}
+    if not shipped_probes:
+        # One probe keeps the wiring tests fast; the shipped matrix is checked in test_params.
+        params["probes"] = {"logreg": {}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "init", cwd=root)

@@ -46,7 +46,7 @@ def test_multilabel_switch_runs_the_pipeline(tmp_path):
     switch = makefile_switch()
     manifest = next(a.split("=", 1)[1] for a in switch if a.startswith("data.path="))
     copy_manifest_slice((root / manifest).parent)
-    init_project(root, None)
+    init_project(root, None, shipped_probes=True)  # the switch edits the shipped probes
 
     out = dvc("exp", "run", *switch, cwd=root)
     probes = {"ovr_logreg", "ovr_linear_svm"}

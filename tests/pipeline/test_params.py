@@ -28,7 +28,9 @@ def test_shipped_params_are_valid():
         "resnet18_random": "torchvision:resnet18:none",
     }
     assert all(b.layer is None for b in params.backbones.values())
-    assert "logreg" in params.probes
+    # The demo's first report is the matrix the tool exists for: backbones x these probes.
+    assert {n: e.probe for n, e in params.probes.items()} == {
+        "logreg": "logreg", "linear_svm": "linear_svm", "knn": "knn"}
     assert (REPO / params.data.path).is_dir()
 
 
