@@ -58,10 +58,11 @@ def test_torch_solver_on_cuda_without_a_gpu_at_train(embeddings, tmp_path):
     assert not (tmp_path / "out" / "metrics").exists()
 
 
-def test_torch_solver_on_cuda_without_a_gpu_at_check(tmp_path):
+@pytest.mark.parametrize("probe", ["logreg", "linear_svm"])
+def test_torch_solver_on_cuda_without_a_gpu_at_check(tmp_path, probe):
     (tmp_path / "data").mkdir()
-    params = params_file(tmp_path, {"logreg": {"solver": "torch", "device": "cuda"}})
-    expect_error(["check", "--params", params], [r"probes\.logreg\.device", "no CUDA GPU"],
+    params = params_file(tmp_path, {probe: {"solver": "torch", "device": "cuda"}})
+    expect_error(["check", "--params", params], [rf"probes\.{probe}\.device", "no CUDA GPU"],
                  watch=[params], env=NO_GPU)
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from linprobe.models.options import (C_GRID, K_GRID, FewShot, KnnOptions, LinearOptions,
-                                     LogregOptions, ProbeOptions, resolve_options)
+                                     LogregOptions, ProbeOptions, SvmOptions, resolve_options)
 from linprobe.models.probes import PROBES, probe_options
 from linprobe.models.train import train_probe
 
@@ -25,7 +25,8 @@ def small(tmp_path_factory):
 
 
 @pytest.mark.parametrize("instance", [ProbeOptions(), LinearOptions(), LogregOptions(),
-                                      KnnOptions(), FewShot()], ids=lambda o: type(o).__name__)
+                                      SvmOptions(), KnnOptions(), FewShot()],
+                         ids=lambda o: type(o).__name__)
 def test_options_are_frozen(instance):
     field = dataclasses.fields(instance)[0].name
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -34,7 +35,7 @@ def test_options_are_frozen(instance):
 
 def test_each_probe_declares_its_options_class_with_its_defaults():
     assert {n: s.options for n, s in PROBES.items()} == {
-        "logreg": LogregOptions, "linear_svm": LinearOptions, "knn": KnnOptions,
+        "logreg": LogregOptions, "linear_svm": SvmOptions, "knn": KnnOptions,
         "ovr_logreg": LinearOptions, "ovr_linear_svm": LinearOptions}
     assert LinearOptions().grid == C_GRID and LinearOptions().normalize == "standard"
     assert KnnOptions().grid == K_GRID and KnnOptions().normalize == "none"
@@ -54,10 +55,9 @@ NOT_APPLICABLE = [
     ("logreg", "temperature", 0.1, "only k-NN weights votes by a temperature"),
     ("knn", "search", "refine", "k-NN.s n_neighbors grid is searched as given, never refined"),
     ("knn", "refine_steps", 2, "k-NN.s n_neighbors grid is searched as given, never refined"),
-    ("knn", "solver", "torch", "the torch solver is for 'logreg' only"),
-    ("linear_svm", "solver", "torch", "the torch solver is for 'logreg' only"),
-    ("ovr_logreg", "solver", "sklearn", "the torch solver is for 'logreg' only"),
-    ("ovr_linear_svm", "device", "cpu", "the torch solver is for 'logreg' only"),
+    ("knn", "solver", "torch", "the torch solvers are for 'logreg' and 'linear_svm' only"),
+    ("ovr_logreg", "solver", "sklearn", "the torch solvers are for 'logreg' and 'linear_svm' only"),
+    ("ovr_linear_svm", "device", "cpu", "the torch solvers are for 'logreg' and 'linear_svm' only"),
     ("knn", "class_weight", "balanced", None),
     ("knn", "max_iter", 10, None),
     ("knn", "tol", 1e-3, None),
@@ -77,6 +77,9 @@ def test_an_option_that_does_not_apply_is_refused(probe, option, value, why, sma
 
 @pytest.mark.parametrize("build, match", [
     (lambda: LogregOptions(device="cpu"), r"'device' probe option applies only with solver: torch"),
+    (lambda: SvmOptions(device="cpu"), r"'device' probe option applies only with solver: torch"),
+    (lambda: SvmOptions(solver="liblinear"), r"'solver' probe option must be one of \['sklearn', "
+                                             r"'torch'\]"),
     (lambda: KnnOptions(grid=[2.5]), r"'grid' probe option must be a non-empty list of positive "
                                      r"n_neighbors values"),
     (lambda: LinearOptions(grid=[]), r"'grid' probe option must be a non-empty list of positive C"),

@@ -58,5 +58,5 @@ def test_train_probe_with_torch_solver_saves_plain_sklearn(fmnist_small, tmp_pat
     path = tmp_path / "b" / "probes" / "pixels14" / "logreg.joblib"
     assert b"linprobe" not in path.read_bytes() and b"torch" not in path.read_bytes()
     assert type(joblib.load(path).named_steps["probe"]) is LogisticRegression
-    with pytest.raises(ValueError, match="the torch solver is for 'logreg' only"):
-        train_probe(fmnist_small, "linear_svm", tmp_path / "c", options={"solver": "torch"})
+    with pytest.raises(ValueError, match="the torch solvers are for 'logreg' and 'linear_svm'"):
+        train_probe(fmnist_small, "ovr_logreg", tmp_path / "c", options={"solver": "torch"})

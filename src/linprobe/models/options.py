@@ -1,7 +1,8 @@
 """Probe options as frozen dataclasses: each field's default and check live in one class.
 
 ``ProbeOptions`` holds what every probe accepts; ``LinearOptions`` adds what the C-searched linear
-probes use (``logreg``, ``linear_svm``, ``ovr_*``), ``LogregOptions`` the torch solver, and
+probes use (``logreg``, ``linear_svm``, ``ovr_*``), ``SolverOptions`` the choice of solver (its
+subclasses ``LogregOptions`` and ``SvmOptions`` name the probe), and
 ``KnnOptions`` the vote temperature. The registry (:mod:`.probes`) names each probe's class, so an
 option a probe does not use (``temperature`` on an SVM) is refused instead of silently ignored.
 Constructing a class checks its values; :func:`options_from_dict` also checks the option names;
@@ -160,8 +161,8 @@ class LinearOptions(ProbeOptions):
 
 
 @dataclass(frozen=True)
-class LogregOptions(LinearOptions):
-    """Logistic regression, fitted by sklearn's lbfgs or by the torch L-BFGS solver."""
+class SolverOptions(LinearOptions):
+    """A linear probe fitted by sklearn's solver (the reference) or by a torch L-BFGS solver."""
     solver: str = "sklearn"               # sklearn (the reference) | torch (L-BFGS, GPU-capable)
     device: str = "auto"                  # torch solver only: auto | cpu | cuda
 
@@ -172,6 +173,16 @@ class LogregOptions(LinearOptions):
         if self.device != "auto" and self.solver != "torch":
             raise ValueError(f"The 'device' probe option applies only with solver: torch. Got "
                              f"solver {self.solver!r}; remove 'device' or set solver: torch.")
+
+
+@dataclass(frozen=True)
+class LogregOptions(SolverOptions):
+    """Logistic regression: sklearn's lbfgs or torch L-BFGS (:mod:`.torch_lbfgs`)."""
+
+
+@dataclass(frozen=True)
+class SvmOptions(SolverOptions):
+    """Linear SVM (squared hinge): sklearn's liblinear or torch L-BFGS (:mod:`.torch_svm`)."""
 
 
 @dataclass(frozen=True)
@@ -194,13 +205,14 @@ class KnnOptions(ProbeOptions):
         return tuple(int(v) for v in values)
 
 
-OPTION_CLASSES: tuple[type[ProbeOptions], ...] = (ProbeOptions, LinearOptions, LogregOptions,
+OPTION_CLASSES: tuple[type[ProbeOptions], ...] = (ProbeOptions, LinearOptions, SolverOptions,
                                                   KnnOptions)
 KNOWN_OPTIONS: frozenset[str] = frozenset(f.name for c in OPTION_CLASSES for f in fields(c))
 
 # Why an option does not apply, where the option's name alone does not say it.
-_WHY = {"solver": "the torch solver is for 'logreg' only",
-        "device": "the torch solver is for 'logreg' only",
+_TORCH_ONLY = "the torch solvers are for 'logreg' and 'linear_svm' only"
+_WHY = {"solver": _TORCH_ONLY,
+        "device": _TORCH_ONLY,
         "temperature": "only k-NN weights votes by a temperature",
         "search": "k-NN's n_neighbors grid is searched as given, never refined",
         "refine_steps": "k-NN's n_neighbors grid is searched as given, never refined"}

@@ -24,7 +24,7 @@ from sklearn.svm import LinearSVC
 
 from .knn import CosineKNNClassifier
 from .options import (NORMALIZATIONS, KnnOptions, LinearOptions, LogregOptions, ProbeOptions,
-                      options_from_dict)
+                      SvmOptions, options_from_dict)
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,19 @@ def _logreg(value: float, opts: LogregOptions, seed: int) -> BaseEstimator:
     return _sklearn_logreg(value, opts, seed, warm=True)
 
 
-def _svm(value: float, opts: LinearOptions, seed: int) -> LinearSVC:
+def _sklearn_svm(value: float, opts: LinearOptions, seed: int) -> LinearSVC:
     # liblinear makes its own float64 copy per fit; there is no float32 path in sklearn.
     return LinearSVC(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
                      class_weight=opts.class_weight, random_state=seed)
+
+
+def _svm(value: float, opts: SvmOptions, seed: int) -> BaseEstimator:
+    if opts.solver == "torch":
+        from .torch_svm import TorchLinearSVC   # imports torch only when fitting
+        return TorchLinearSVC(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
+                              class_weight=opts.class_weight, warm_start=True,
+                              device=opts.device)
+    return _sklearn_svm(value, opts, seed)
 
 
 def _knn(value: int, opts: KnnOptions, seed: int) -> CosineKNNClassifier:
@@ -82,15 +91,16 @@ def _knn(value: int, opts: KnnOptions, seed: int) -> CosineKNNClassifier:
 PROBES: dict[str, ProbeSpec] = {
     "logreg": ProbeSpec("logreg", ("multiclass",), LogregOptions, _logreg,
                         log_scale=True, warm_start=True),
-    "linear_svm": ProbeSpec("linear_svm", ("multiclass",), LinearOptions, _svm,
-                            log_scale=True, warm_start=False),
+    # warm_start: the torch solver starts from the nearest fitted C (liblinear ignores it).
+    "linear_svm": ProbeSpec("linear_svm", ("multiclass",), SvmOptions, _svm,
+                            log_scale=True, warm_start=True),
     "knn": ProbeSpec("knn", ("multiclass",), KnnOptions, _knn, log_scale=False, warm_start=False),
     # OneVsRestClassifier clones its estimator on every fit, so no warm start across the grid.
     "ovr_logreg": ProbeSpec("ovr_logreg", ("multilabel", "multiclass"), LinearOptions,
                             lambda v, o, s: OneVsRestClassifier(_sklearn_logreg(v, o, s)),
                             log_scale=True, warm_start=False),
     "ovr_linear_svm": ProbeSpec("ovr_linear_svm", ("multilabel", "multiclass"), LinearOptions,
-                                lambda v, o, s: OneVsRestClassifier(_svm(v, o, s)),
+                                lambda v, o, s: OneVsRestClassifier(_sklearn_svm(v, o, s)),
                                 log_scale=True, warm_start=False),
 }
 

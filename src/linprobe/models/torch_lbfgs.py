@@ -29,6 +29,19 @@ def no_cuda_message(device: str) -> str:
             "or device: cpu, or install a CUDA build of torch.")
 
 
+def torch_device(device: str):
+    """The torch device for the ``device`` option: "auto" (cuda when available) | "cpu" |
+    "cuda" (ValueError when torch finds no CUDA GPU)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(no_cuda_message(device))
+    return dev
+
+
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     """L2 logistic regression fitted with ``torch.optim.LBFGS``.
 
@@ -55,10 +68,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ValueError("TorchLogisticRegression needs at least 2 classes in y; "
                              f"got {len(classes)}")
-        dev = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
-                           else ("cpu" if self.device == "auto" else self.device))
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(no_cuda_message(self.device))
+        dev = torch_device(self.device)
         sw = compute_sample_weight(self.class_weight, y).astype(X.dtype)
         Xt = torch.from_numpy(X).to(dev)
         yt = torch.from_numpy(y_idx).to(dev)

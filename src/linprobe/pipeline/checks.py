@@ -50,11 +50,11 @@ def check_backbones(params: Params) -> list[str]:
 
 def check_devices(params: Params) -> list[str]:
     """`cuda` asked for (extraction, or the torch probe solver) on a machine without a GPU."""
-    from linprobe.models.options import LogregOptions
+    from linprobe.models.options import SolverOptions
 
     wants = (["extract.device"] if params.extract.device == "cuda" else []) + [
         f"probes.{name}.device" for name, entry in params.probes.items()
-        if isinstance(entry.options, LogregOptions) and entry.options.solver == "torch"
+        if isinstance(entry.options, SolverOptions) and entry.options.solver == "torch"
         and entry.options.device == "cuda"]
     if not wants:
         return []

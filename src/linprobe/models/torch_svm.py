@@ -1,0 +1,159 @@
+"""Optional torch L-BFGS solver for the ``linear_svm`` probe (CPU or GPU).
+
+It minimises exactly the primal that sklearn's ``LinearSVC`` (liblinear, squared hinge, L2,
+one-vs-rest, ``intercept_scaling=1``) minimises, for each binary problem k:
+
+    0.5 * ||[w_k, b_k]||^2 + C * sum_i s_ik * max(0, 1 - y_ik (w_k . x_i + b_k))^2
+
+with y_ik = +1 for samples of class k and -1 otherwise (2 classes: one problem, +1 = the second
+class), the bias penalised like a weight (liblinear appends a constant-1 feature), and s_ik
+liblinear's class weights: in problem k the samples of class k cost ``class_weight[k] * C`` and
+all other samples cost ``C``, the weights of *their* classes unused; with 2 classes each sample
+costs ``class_weight[its class] * C`` (``tests/models/test_torch_svm.py`` checks both against
+``LinearSVC``). All problems are solved together: one objective summed over k, one ``X @ W.T``
+per evaluation, since the problems share no parameters the sum's minimiser is each one's.
+
+L-BFGS runs on the objective divided by ``C * n`` (same minimiser; gradients on the scale of
+logreg's mean loss) and stops, as :class:`~.torch_lbfgs.TorchLogisticRegression` does, when the
+largest absolute gradient entry is <= ``tol`` or after ``max_iter`` iterations. The squared
+hinge is once continuously differentiable (its gradient is Lipschitz), which is what L-BFGS with
+a strong Wolfe line search needs. ``tol`` therefore means something else than liblinear's
+(a dual projected-gradient gap or a relative primal gradient norm); ``n_iter_`` counts L-BFGS
+iterations. liblinear stays the reference; the fitted estimator predicts with numpy, and
+:meth:`TorchLinearSVC.to_sklearn` turns it into a plain fitted ``LinearSVC`` for saving.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.svm import LinearSVC
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .torch_lbfgs import torch_device
+
+
+def ovr_targets(y_idx: np.ndarray, class_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """liblinear's binary problems for labels y_idx (n,) in [0, n_classes) with per-class
+    weights class_w (n_classes,): targets Y (n, K) in {-1, +1} and cost multipliers S (n, K),
+    K = 1 for 2 classes (+1 = class 1), else n_classes."""
+    n_classes = len(class_w)
+    if n_classes == 2:
+        Y = np.where(y_idx == 1, 1.0, -1.0)[:, None]
+        return Y, class_w[y_idx][:, None]
+    pos = y_idx[:, None] == np.arange(n_classes)[None, :]
+    return np.where(pos, 1.0, -1.0), np.where(pos, class_w[None, :], 1.0)
+
+
+def primal_objective(X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.ndarray,
+                     b: np.ndarray, C: float) -> np.ndarray:
+    """liblinear's primal per problem (K,), in float64: X (n, D), Y and S (n, K), W (K, D),
+    b (K,)."""
+    X, W, b = (np.asarray(a, np.float64) for a in (X, W, b))
+    h = np.maximum(0.0, 1.0 - Y * (X @ W.T + b))
+    return 0.5 * ((W * W).sum(axis=1) + b * b) + C * (S * h * h).sum(axis=0)
+
+
+class TorchLinearSVC(ClassifierMixin, BaseEstimator):
+    """Linear SVM (squared hinge, L2, one-vs-rest) fitted with ``torch.optim.LBFGS``.
+
+    Parameters mirror LinearSVC (C, max_iter, tol, class_weight) plus ``warm_start`` (start
+    from the previous fit's coef_/intercept_ when their shape fits) and ``device``: "auto"
+    (cuda when available) | "cpu" | "cuda". Computes in X's dtype (float32 or float64).
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
+                 class_weight=None, warm_start: bool = False, device: str = "auto"):
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.device = device
+
+    def fit(self, X, y) -> "TorchLinearSVC":
+        """X (n, D) float32/float64, y (n,) labels."""
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], order="C")
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError("TorchLinearSVC needs at least 2 classes in y; "
+                             f"got {len(classes)}")
+        class_w = compute_class_weight(self.class_weight, classes=classes, y=y)
+        Y, S = ovr_targets(y_idx, class_w)
+        init = None
+        if self.warm_start and getattr(self, "coef_", None) is not None \
+                and self.coef_.shape == (Y.shape[1], X.shape[1]):
+            init = (self.coef_, self.intercept_)
+        W, b, n_iter = fit_squared_hinge(X, Y, S, self.C, init, self.max_iter, self.tol,
+                                         self.device)
+        self.classes_ = classes
+        self.coef_, self.intercept_, self.n_iter_ = W, b, n_iter
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """(n, n_classes) margins, or (n,) for 2 classes (as LinearSVC)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        d = X @ self.coef_.T.astype(X.dtype) + self.intercept_.astype(X.dtype)
+        return d[:, 0] if d.shape[1] == 1 else d
+
+    def predict(self, X) -> np.ndarray:
+        d = self.decision_function(X)
+        return self.classes_[(d > 0).astype(int) if d.ndim == 1 else np.argmax(d, axis=1)]
+
+    def to_sklearn(self) -> LinearSVC:
+        """An equivalent fitted sklearn LinearSVC (pickles without linprobe/torch)."""
+        check_is_fitted(self)
+        svc = LinearSVC(C=self.C, max_iter=self.max_iter, tol=self.tol,
+                        class_weight=self.class_weight)
+        svc.classes_ = self.classes_
+        svc.coef_ = self.coef_.copy()
+        svc.intercept_ = self.intercept_.copy()
+        svc.n_features_in_ = self.n_features_in_
+        svc.n_iter_ = int(self.n_iter_)
+        return svc
+
+
+def fit_squared_hinge(X: np.ndarray, Y: np.ndarray, S: np.ndarray, C: float,
+                      init: tuple[np.ndarray, np.ndarray] | None, max_iter: int, tol: float,
+                      device: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Minimise the K problems of :func:`primal_objective` together.
+
+    X (n, D) float32/float64; Y, S (n, K); init (W (K, D), b (K,)) or None (zeros).
+    Returns W (K, D), b (K,) in X's dtype and the number of L-BFGS iterations.
+    """
+    import torch    # lazy: linprobe.models must not need torch
+
+    dev = torch_device(device)
+    n, K = Y.shape
+    Xt = torch.from_numpy(X).to(dev)
+    Yt = torch.from_numpy(Y.astype(X.dtype)).to(dev)
+    # Scaled by 1 / (C n): the gradient test then means the same across C and n.
+    St = torch.from_numpy((S / n).astype(X.dtype)).to(dev)
+    W = torch.zeros((K, X.shape[1]), dtype=Xt.dtype, device=dev)
+    b = torch.zeros(K, dtype=Xt.dtype, device=dev)
+    if init is not None:
+        W.copy_(torch.from_numpy(np.asarray(init[0], X.dtype)))
+        b.copy_(torch.from_numpy(np.asarray(init[1], X.dtype)))
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    half_reg = 0.5 / (float(C) * n)
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
+                            tolerance_change=64 * np.finfo(float).eps, history_size=10,
+                            line_search_fn="strong_wolfe")
+    n_eval = [0]
+
+    def closure():
+        opt.zero_grad()
+        h = torch.relu(1 - Yt * (Xt @ W.T + b))
+        loss = (St * h * h).sum() + half_reg * ((W * W).sum() + (b * b).sum())
+        loss.backward()
+        n_eval[0] += 1
+        return loss
+
+    opt.step(closure)
+    n_iter = opt.state[opt._params[0]].get("n_iter", n_eval[0])
+    return W.detach().cpu().numpy(), b.detach().cpu().numpy(), int(n_iter)
