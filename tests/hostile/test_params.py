@@ -135,10 +135,10 @@ def test_all_problems_are_listed_in_one_run(folder, tmp_path):
 
 def test_every_bad_probe_entry_is_listed_when_params_load(folder, tmp_path):
     params = write_params(tmp_path, folder,
-                          probes={"knn": {"tol": 1e-3}, "linear_svm": {"solver": "torch"},
+                          probes={"knn": {"tol": 1e-3}, "linear_svm": {"temperature": 0.1},
                                   "lr": {"probe": "logreg", "n_boot": 0}})
     r = check(tmp_path, params, ["3 probe entries to fix", r"probes\.knn: The 'tol'",
-                                 r"probes\.linear_svm: The 'solver'",
+                                 r"probes\.linear_svm: The 'temperature'",
                                  r"probes\.lr: The 'n_boot' probe option must be an int >= 1"])
     assert r.err.count("\n  - ") == 3
 

@@ -77,7 +77,7 @@ def test_an_option_that_does_not_apply_is_refused(probe, option, value, why, sma
 
 @pytest.mark.parametrize("build, match", [
     (lambda: LogregOptions(device="cpu"), r"'device' probe option applies only with solver: torch"),
-    (lambda: SvmOptions(device="cpu"), r"'device' probe option applies only with solver: torch"),
+    (lambda: SvmOptions(solver="sklearn", device="cpu"), r"'device' probe option applies only with solver: torch"),
     (lambda: SvmOptions(solver="liblinear"), r"'solver' probe option must be one of \['sklearn', "
                                              r"'torch'\]"),
     (lambda: KnnOptions(grid=[2.5]), r"'grid' probe option must be a non-empty list of positive "

@@ -123,10 +123,12 @@ def test_to_sklearn_pickles_as_plain_linearsvc(data, tmp_path):
 
 def test_train_probe_with_torch_solver_selects_like_liblinear(fmnist_small, tmp_path):
     opts = {"n_boot": 50, "few_shot": False}
-    ref = train_probe(fmnist_small, "linear_svm", tmp_path / "a", options=opts)
+    ref = train_probe(fmnist_small, "linear_svm", tmp_path / "a",
+                      options={**opts, "solver": "sklearn"})
     ours = train_probe(fmnist_small, "linear_svm", tmp_path / "b",
-                       options={**opts, "solver": "torch", "device": "cpu"})
+                       options={**opts, "device": "cpu"})   # torch is linear_svm's default
     assert ours["options"]["solver"] == "torch" and ref["options"]["solver"] == "sklearn"
+    assert (ours["solver"], ref["solver"]) == ("torch L-BFGS", "sklearn liblinear")
     # Same C, or a C whose val score ties the reference's best (ties are common on 200 val rows).
     c_ref, c_ours = ref["selection"]["params"]["C"], ours["selection"]["params"]["C"]
     curve = {p["C"]: p["score"] for p in ref["selection"]["curve"]}

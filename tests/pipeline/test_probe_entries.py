@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from linprobe.features.fashion_mnist import load_split
-from linprobe.models.options import KnnOptions, LinearOptions, LogregOptions
+from linprobe.models.options import KnnOptions, LogregOptions, SvmOptions
 from linprobe.pipeline.params import ParamsError, ProbeEntry, load_params, parse_params
 from tests.models.conftest import write_h5
 from tests.pipeline.dvcproject import REPO, dvc, init_project
@@ -65,7 +65,7 @@ def test_entries_parse_into_typed_options():
     assert balanced.probe == "logreg" and balanced.options.class_weight == "balanced"
     assert isinstance(p.probes["knn"].options, KnnOptions)
     assert p.probes["knn"].options.temperature == 0.1
-    assert type(p.probes["svm_l2"].options) is LinearOptions
+    assert type(p.probes["svm_l2"].options) is SvmOptions
     assert p.probes["svm_l2"].options.normalize == "l2"
 
 
@@ -127,7 +127,7 @@ def test_two_variants_of_one_probe_train_side_by_side_and_reach_the_report(pixel
     assert re.findall(r'href="#run-pix-(\w+)"', grid) == ["logreg", "logreg_balanced"]
     board = html[html.index('id="leaderboard-table"'):]
     board = board[:board.index("</table>")]
-    assert re.findall(r'<a href="#run-pix-\w+">pix</a></td>\s*<td class="l">(\w+)</td>',
+    assert re.findall(r'<a href="#run-pix-\w+">pix</a></td>\s*<td class="l">(\w+) ',
                       board) == ["logreg", "logreg_balanced"]
 
 

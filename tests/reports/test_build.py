@@ -38,13 +38,16 @@ def test_leaderboard_rows_and_best(report, multiclass_artifacts):
         accs = {p.parent.name: json.loads(p.read_text())["test"]["accuracy"]
                 for p in ArtifactPaths(multiclass_artifacts).metrics_dir.glob(f"*/{probe}.json")}
         top = max(accs.values())
-        marked = [r for flag, r in rows if flag and f"<td class=\"l\">{probe}</td>" in r]
+        marked = [r for flag, r in rows if flag and f"<td class=\"l\">{probe} " in r]
         assert len(marked) == 1
         assert any(f">{b}</a>" in marked[0] for b, a in accs.items() if a == top)
         assert f"{top:.3f}" in marked[0]
     # Every row carries the CI that train wrote.
     assert html.count('title="metrics file"') == 4
     assert "C=" in html and "Δ vs best" in html
+    # Each row names the solver that fitted it (as train recorded it).
+    assert sum("sklearn lbfgs" in r for _, r in rows) == 2
+    assert sum("exact cosine k-NN" in r for _, r in rows) == 2
 
 
 def test_class_names_are_escaped(report):

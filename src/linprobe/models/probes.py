@@ -105,6 +105,15 @@ PROBES: dict[str, ProbeSpec] = {
 }
 
 
+def solver_name(spec: ProbeSpec, opts: ProbeOptions) -> str:
+    """What fitted the run, as the metrics JSON and the report show it."""
+    if getattr(opts, "solver", None) == "torch":
+        return "torch L-BFGS"
+    if spec.name == "knn":
+        return "exact cosine k-NN"
+    return "sklearn lbfgs" if spec.name.endswith("logreg") else "sklearn liblinear"
+
+
 def get_probe(name: str, task: str | None = None) -> ProbeSpec:
     """The spec of probe ``name``; checks it supports ``task`` when given."""
     if name not in PROBES:

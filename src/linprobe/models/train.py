@@ -41,7 +41,7 @@ from .fewshot import few_shot_curve
 from .options import ProbeOptions, resolve_options
 from . import persist
 from .probes import (ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform,
-                     probe_options)
+                     probe_options, solver_name)
 from .selection import SCORERS, Selection, select
 from .uncertainty import bootstrap_ci
 
@@ -109,6 +109,7 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         "missing_classes": _missing(es),
         "options": _options_json(opts, given),
         "score_kind": kind,
+        "solver": solver_name(spec, opts),
         "converged": _converged(model.named_steps["probe"]),
         "fit_seconds": round(fit_seconds, 3),
         "seed": int(seed),
