@@ -11,21 +11,28 @@ MOSAIC = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist-mosaic"
 PER_SPLIT = {"train": 120, "val": 40, "test": 200}
 
 
+def copy_mosaic_slice(dst: Path, per_split: dict[str, int]) -> Path:
+    """The first ``per_split[s]`` rows of each split of the bundled mosaic manifest, images and
+    a manifest.csv under ``dst``; returns the manifest."""
+    with open(MOSAIC / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for s, n in per_split.items() for r in [r for r in rows if r["split"] == s][:n]]
+    (dst / "images").mkdir(parents=True)
+    for r in keep:
+        shutil.copy(MOSAIC / r["path"], dst / r["path"])
+    with open(dst / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "labels", "split"])
+        w.writeheader()
+        w.writerows(keep)
+    return dst / "manifest.csv"
+
+
 def mosaic_embeddings(root: Path, name: str = "r18") -> Path:
     """Copy the slice under ``root/data``, extract it; the embeddings file ``root/<name>.h5``."""
     from linprobe.features.extract import extract_embeddings
 
-    with open(MOSAIC / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    keep = [r for s, n in PER_SPLIT.items() for r in [r for r in rows if r["split"] == s][:n]]
     data = root / "data"
-    (data / "images").mkdir(parents=True)
-    for r in keep:
-        shutil.copy(MOSAIC / r["path"], data / r["path"])
-    with open(data / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "labels", "split"])
-        w.writeheader()
-        w.writerows(keep)
+    copy_mosaic_slice(data, PER_SPLIT)
     return extract_embeddings("torchvision:resnet18:none", data / "manifest.csv",
                               root / f"{name}.h5", image_size=32, batch_size=64, device="cpu",
                               num_workers=0, progress=False)

@@ -5,18 +5,16 @@ A slice of the bundled mosaic manifest (real Fashion-MNIST mosaics) at 32 px kee
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shlex
-import shutil
-from pathlib import Path
 
 from linprobe.schema import ArtifactPaths
 
+from tests.models.mosaic import copy_mosaic_slice
+
 from .dvcproject import REPO, dvc, init_project, ran_stages
 
-MOSAIC = REPO / "data" / "fashion-mnist-mosaic"
 PER_SPLIT = {"train": 60, "val": 20, "test": 30}
 
 
@@ -26,26 +24,13 @@ def makefile_switch() -> list[str]:
     return shlex.split(re.search(r"^ML_SWITCH :=(.*)$", text, re.M).group(1))
 
 
-def copy_manifest_slice(dst: Path) -> None:
-    with open(MOSAIC / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    keep = [r for s, n in PER_SPLIT.items() for r in [r for r in rows if r["split"] == s][:n]]
-    (dst / "images").mkdir(parents=True)
-    for r in keep:
-        shutil.copy(MOSAIC / r["path"], dst / r["path"])
-    with open(dst / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "labels", "split"])
-        w.writeheader()
-        w.writerows(keep)
-
-
 def test_multilabel_switch_runs_the_pipeline(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
     # The switch names the bundled manifest's path; put the slice there.
     switch = makefile_switch()
     manifest = next(a.split("=", 1)[1] for a in switch if a.startswith("data.path="))
-    copy_manifest_slice((root / manifest).parent)
+    copy_mosaic_slice((root / manifest).parent, PER_SPLIT)
     init_project(root, None, shipped_probes=True)  # the switch edits the shipped probes
 
     out = dvc("exp", "run", *switch, cwd=root)

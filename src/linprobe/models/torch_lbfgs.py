@@ -42,12 +42,10 @@ def torch_device(device: str):
     return dev
 
 
-class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
-    """L2 logistic regression fitted with ``torch.optim.LBFGS``.
-
-    Parameters mirror LogisticRegression (C, max_iter, tol, class_weight, warm_start);
-    ``device``: "auto" (cuda when available) | "cpu" | "cuda".
-    """
+class TorchLinear(ClassifierMixin, BaseEstimator):
+    """What the torch L-BFGS probes share: sklearn-style parameters (C, max_iter, tol,
+    class_weight, warm_start; ``device``: "auto" (cuda when available) | "cpu" | "cuda"), label
+    checks, numpy decision values, and the copy into an equivalent fitted sklearn estimator."""
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
                  class_weight=None, warm_start: bool = False, device: str = "auto"):
@@ -58,16 +56,49 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.device = device
 
-    def fit(self, X, y) -> "TorchLogisticRegression":
-        """X (n, D) float32/float64, y (n,) labels."""
-        import torch    # lazy: linprobe.models must not need torch
-
+    def _labels(self, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Validated X (n, D) float32/float64, y (n,), classes (n_classes,), y as indices (n,)."""
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], order="C")
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
-            raise ValueError("TorchLogisticRegression needs at least 2 classes in y; "
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; "
                              f"got {len(classes)}")
+        return X, y, classes, y_idx
+
+    def _warm_start_from(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The previous fit's (coef_, intercept_) when warm-starting and their shape fits."""
+        if self.warm_start and getattr(self, "coef_", None) is not None \
+                and self.coef_.shape == shape:
+            return self.coef_, self.intercept_
+        return None
+
+    def decision_function(self, X) -> np.ndarray:
+        """(n, n_classes) decision values, or (n,) for 2 classes (as sklearn)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        d = X @ self.coef_.T.astype(X.dtype) + self.intercept_.astype(X.dtype)
+        return d[:, 0] if d.shape[1] == 1 else d
+
+    def _fitted_into(self, est: BaseEstimator) -> BaseEstimator:
+        """``est`` (an unfitted sklearn estimator) given this fit's attributes."""
+        check_is_fitted(self)
+        est.classes_ = self.classes_
+        est.coef_ = self.coef_.copy()
+        est.intercept_ = self.intercept_.copy()
+        est.n_features_in_ = self.n_features_in_
+        est.n_iter_ = np.copy(self.n_iter_)
+        return est
+
+
+class TorchLogisticRegression(TorchLinear):
+    """L2 logistic regression fitted with ``torch.optim.LBFGS`` (parameters: :class:`TorchLinear`)."""
+
+    def fit(self, X, y) -> "TorchLogisticRegression":
+        """X (n, D) float32/float64, y (n,) labels."""
+        import torch    # lazy: linprobe.models must not need torch
+
+        X, y, classes, y_idx = self._labels(X, y)
         dev = torch_device(self.device)
         sw = compute_sample_weight(self.class_weight, y).astype(X.dtype)
         Xt = torch.from_numpy(X).to(dev)
@@ -76,10 +107,10 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         k = 1 if len(classes) == 2 else len(classes)
         W = torch.zeros((k, X.shape[1]), dtype=Xt.dtype, device=dev)
         b = torch.zeros(k, dtype=Xt.dtype, device=dev)
-        if self.warm_start and getattr(self, "coef_", None) is not None \
-                and self.coef_.shape == (k, X.shape[1]):
-            W.copy_(torch.from_numpy(self.coef_))
-            b.copy_(torch.from_numpy(self.intercept_))
+        init = self._warm_start_from((k, X.shape[1]))
+        if init is not None:
+            W.copy_(torch.from_numpy(np.asarray(init[0], X.dtype)))
+            b.copy_(torch.from_numpy(np.asarray(init[1], X.dtype)))
         W.requires_grad_(True)
         b.requires_grad_(True)
         sw_sum = float(sw.sum())
@@ -108,13 +139,6 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self.n_iter_ = np.array([opt.state[opt._params[0]].get("n_iter", n_eval[0])])
         return self
 
-    def decision_function(self, X) -> np.ndarray:
-        """(n, C) logits, or (n,) for 2 classes (as sklearn)."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
-        d = X @ self.coef_.T.astype(X.dtype) + self.intercept_.astype(X.dtype)
-        return d[:, 0] if d.shape[1] == 1 else d
-
     def predict_proba(self, X) -> np.ndarray:
         """(n, n_classes) probabilities."""
         d = self.decision_function(X)
@@ -130,12 +154,5 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
 
     def to_sklearn(self) -> LogisticRegression:
         """An equivalent fitted sklearn LogisticRegression (pickles without linprobe/torch)."""
-        check_is_fitted(self)
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol,
-                                class_weight=self.class_weight)
-        lr.classes_ = self.classes_
-        lr.coef_ = self.coef_.copy()
-        lr.intercept_ = self.intercept_.copy()
-        lr.n_features_in_ = self.n_features_in_
-        lr.n_iter_ = self.n_iter_.copy()
-        return lr
+        return self._fitted_into(LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol,
+                                                    class_weight=self.class_weight))

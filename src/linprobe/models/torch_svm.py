@@ -26,13 +26,10 @@ iterations. liblinear stays the reference; the fitted estimator predicts with nu
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .torch_lbfgs import torch_device
+from .torch_lbfgs import TorchLinear, torch_device
 
 
 def ovr_targets(y_idx: np.ndarray, class_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,49 +53,21 @@ def primal_objective(X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.ndarray,
     return 0.5 * ((W * W).sum(axis=1) + b * b) + C * (S * h * h).sum(axis=0)
 
 
-class TorchLinearSVC(ClassifierMixin, BaseEstimator):
-    """Linear SVM (squared hinge, L2, one-vs-rest) fitted with ``torch.optim.LBFGS``.
-
-    Parameters mirror LinearSVC (C, max_iter, tol, class_weight) plus ``warm_start`` (start
-    from the previous fit's coef_/intercept_ when their shape fits) and ``device``: "auto"
-    (cuda when available) | "cpu" | "cuda". Computes in X's dtype (float32 or float64).
-    """
-
-    def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
-                 class_weight=None, warm_start: bool = False, device: str = "auto"):
-        self.C = C
-        self.max_iter = max_iter
-        self.tol = tol
-        self.class_weight = class_weight
-        self.warm_start = warm_start
-        self.device = device
+class TorchLinearSVC(TorchLinear):
+    """Linear SVM (squared hinge, L2, one-vs-rest) fitted with ``torch.optim.LBFGS``
+    (parameters: :class:`~.torch_lbfgs.TorchLinear`); computes in X's dtype."""
 
     def fit(self, X, y) -> "TorchLinearSVC":
         """X (n, D) float32/float64, y (n,) labels."""
-        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], order="C")
-        check_classification_targets(y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError("TorchLinearSVC needs at least 2 classes in y; "
-                             f"got {len(classes)}")
+        X, y, classes, y_idx = self._labels(X, y)
         class_w = compute_class_weight(self.class_weight, classes=classes, y=y)
         Y, S = ovr_targets(y_idx, class_w)
-        init = None
-        if self.warm_start and getattr(self, "coef_", None) is not None \
-                and self.coef_.shape == (Y.shape[1], X.shape[1]):
-            init = (self.coef_, self.intercept_)
+        init = self._warm_start_from((Y.shape[1], X.shape[1]))
         W, b, n_iter = fit_squared_hinge(X, Y, S, self.C, init, self.max_iter, self.tol,
                                          self.device)
         self.classes_ = classes
         self.coef_, self.intercept_, self.n_iter_ = W, b, n_iter
         return self
-
-    def decision_function(self, X) -> np.ndarray:
-        """(n, n_classes) margins, or (n,) for 2 classes (as LinearSVC)."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
-        d = X @ self.coef_.T.astype(X.dtype) + self.intercept_.astype(X.dtype)
-        return d[:, 0] if d.shape[1] == 1 else d
 
     def predict(self, X) -> np.ndarray:
         d = self.decision_function(X)
@@ -106,14 +75,9 @@ class TorchLinearSVC(ClassifierMixin, BaseEstimator):
 
     def to_sklearn(self) -> LinearSVC:
         """An equivalent fitted sklearn LinearSVC (pickles without linprobe/torch)."""
-        check_is_fitted(self)
-        svc = LinearSVC(C=self.C, max_iter=self.max_iter, tol=self.tol,
-                        class_weight=self.class_weight)
-        svc.classes_ = self.classes_
-        svc.coef_ = self.coef_.copy()
-        svc.intercept_ = self.intercept_.copy()
-        svc.n_features_in_ = self.n_features_in_
-        svc.n_iter_ = int(self.n_iter_)
+        svc = self._fitted_into(LinearSVC(C=self.C, max_iter=self.max_iter, tol=self.tol,
+                                          class_weight=self.class_weight))
+        svc.n_iter_ = int(self.n_iter_)   # LinearSVC's n_iter_ is an int
         return svc
 
 
