@@ -77,7 +77,8 @@ def _row(m: RunMetrics) -> dict[str, Any]:
         "fit_seconds": _num(m.get("fit_seconds")),
         "n_train": _num(n.get("train")), "n_val": _num(n.get("val")),
         "n_test": _num(n.get("test")), "embed_dim": _num(m.get("embed_dim")),
-        "backbone_spec": m.get("backbone_spec"), "converged": m.get("converged"),
+        "backbone_spec": m.get("backbone_spec"), "solver": m.get("solver"),
+        "converged": m.get("converged"),
         "seed": m.get("seed"),
     }
     row.update({f"test_{k}": _num(v) for k, v in test.items()})
@@ -91,7 +92,7 @@ def load_results(artifacts_dir: str | Path = "artifacts") -> pd.DataFrame:
     Columns: backbone, probe, probe_type, task, headline (the metric's name: accuracy or mAP),
     test (its test value), ci_low / ci_high (its 95% bootstrap CI), val (its value on the
     selection data), params (the selected hyper-parameters, a dict such as {'C': 0.1}),
-    fit_seconds, n_train, n_val, n_test, embed_dim, backbone_spec, converged, seed, and one
+    fit_seconds, n_train, n_val, n_test, embed_dim, backbone_spec, solver, converged, seed, and one
     ``test_<metric>`` column per test metric (test_accuracy, test_macro_f1, test_mAP, ...).
     Missing values are NaN (numbers) or None. Runs of backbones or probes since removed from
     params.yaml are included; filter them with ``df[df.backbone.isin([...])]``.

@@ -55,6 +55,7 @@ def test_load_results_has_one_row_per_run(multiclass_artifacts):
         assert row.ci_low <= row.test <= row.ci_high
         assert row.val == m["val"]["accuracy"]
         assert row.params == m["selection"]["params"] and row.probe_type == row.probe
+        assert row.solver == m["solver"]
         assert row.fit_seconds == m["fit_seconds"] and row.n_test == m["n"]["test"]
     table = df.pivot(index="backbone", columns="probe", values="test")
     assert table.shape == (2, 2)
