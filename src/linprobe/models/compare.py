@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from linprobe.schema import HEADLINE, ArtifactPaths, read_metrics, read_predictions
+from linprobe.schema import (HEADLINE, ArtifactPaths, Predictions, RunMetrics, read_metrics,
+                             read_predictions)
 
 from .metrics import mean_ap, mean_ap_weighted
 from .uncertainty import paired_bootstrap, paired_bootstrap_stat
@@ -85,30 +86,34 @@ def read_run_outputs(artifacts: str | Path, backbone: str, probe: str) -> RunOut
     """Read one run's test outputs from ``artifacts`` (metrics JSON, predictions CSV, and for
     multilabel the scores array). Missing files raise FileNotFoundError naming them."""
     paths = ArtifactPaths(artifacts)
-    files = {"metrics": paths.metrics(backbone, probe),
-             "predictions": paths.predictions(backbone, probe),
-             "scores": paths.scores(backbone, probe)}
-    for kind in ("metrics", "predictions"):
-        if not files[kind].is_file():
-            raise FileNotFoundError(f"{kind} file {files[kind]} does not exist; run "
-                                    f"`linprobe train` for {backbone}/{probe} first")
-    metrics = read_metrics(files["metrics"])
-    task = metrics.get("task", "multiclass")
-    names = [str(c) for c in metrics.get("class_names", [])]
-    preds = read_predictions(files["predictions"])
+    metrics_file = paths.metrics(backbone, probe)
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"metrics file {metrics_file} does not exist; run "
+                                f"`linprobe train` for {backbone}/{probe} first")
+    return outputs_of(read_metrics(metrics_file),
+                      read_predictions(paths.predictions(backbone, probe)),
+                      paths.scores(backbone, probe))
+
+
+def outputs_of(metrics: RunMetrics, preds: Predictions, scores_file: Path) -> RunOutputs:
+    """One run's test outputs from its already-read metrics and predictions; for multilabel
+    the (n, C) scores are read from ``scores_file`` (FileNotFoundError when it is missing)."""
+    task, names = metrics["task"], [str(c) for c in metrics["class_names"]]
+    run = f"{metrics['backbone']}/{metrics['probe']}"
     scores = None
     if task == "multilabel":
-        if not files["scores"].is_file():
-            raise FileNotFoundError(f"scores file {files['scores']} does not exist (the mAP of "
+        if not scores_file.is_file():
+            raise FileNotFoundError(f"scores file {scores_file} does not exist (the mAP of "
                                     f"a multi-label run is computed from it); re-run "
-                                    f"`linprobe train` for {backbone}/{probe}")
+                                    f"`linprobe train` for {run}")
         try:
-            scores = np.load(files["scores"], allow_pickle=False)
+            scores = np.load(scores_file, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"scores file {files['scores']} is not a .npy array ({exc}); "
-                             f"re-run `linprobe train` for {backbone}/{probe}") from exc
+            raise ValueError(f"scores file {scores_file} is not a .npy array ({exc}); "
+                             f"re-run `linprobe train` for {run}") from exc
+    source = str(scores_file.with_name(scores_file.name.removesuffix(".scores.npy")))
     return run_outputs(task, names, preds.ids, preds.actual, preds.predicted, scores,
-                        source=str(files["predictions"].with_suffix("")))
+                       source=source)
 
 
 def _align(a: RunOutputs, b: RunOutputs) -> RunOutputs:

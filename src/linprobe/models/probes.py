@@ -45,6 +45,7 @@ class ProbeSpec:
     build: Callable[[Any, Any, int], BaseEstimator]
     log_scale: bool
     warm_start: bool
+    solver: str                # its scikit-learn fit, as the report names it (torch: "torch L-BFGS")
 
     @property
     def param(self) -> str:
@@ -90,28 +91,25 @@ def _knn(value: int, opts: KnnOptions, seed: int) -> CosineKNNClassifier:
 
 PROBES: dict[str, ProbeSpec] = {
     "logreg": ProbeSpec("logreg", ("multiclass",), LogregOptions, _logreg,
-                        log_scale=True, warm_start=True),
+                        log_scale=True, warm_start=True, solver="sklearn lbfgs"),
     # warm_start: the torch solver starts from the nearest fitted C (liblinear ignores it).
     "linear_svm": ProbeSpec("linear_svm", ("multiclass",), SvmOptions, _svm,
-                            log_scale=True, warm_start=True),
-    "knn": ProbeSpec("knn", ("multiclass",), KnnOptions, _knn, log_scale=False, warm_start=False),
+                            log_scale=True, warm_start=True, solver="sklearn liblinear"),
+    "knn": ProbeSpec("knn", ("multiclass",), KnnOptions, _knn, log_scale=False, warm_start=False,
+                     solver="exact cosine k-NN"),
     # OneVsRestClassifier clones its estimator on every fit, so no warm start across the grid.
     "ovr_logreg": ProbeSpec("ovr_logreg", ("multilabel", "multiclass"), LinearOptions,
                             lambda v, o, s: OneVsRestClassifier(_sklearn_logreg(v, o, s)),
-                            log_scale=True, warm_start=False),
+                            log_scale=True, warm_start=False, solver="sklearn lbfgs"),
     "ovr_linear_svm": ProbeSpec("ovr_linear_svm", ("multilabel", "multiclass"), LinearOptions,
                                 lambda v, o, s: OneVsRestClassifier(_sklearn_svm(v, o, s)),
-                                log_scale=True, warm_start=False),
+                                log_scale=True, warm_start=False, solver="sklearn liblinear"),
 }
 
 
 def solver_name(spec: ProbeSpec, opts: ProbeOptions) -> str:
     """What fitted the run, as the metrics JSON and the report show it."""
-    if getattr(opts, "solver", None) == "torch":
-        return "torch L-BFGS"
-    if spec.name == "knn":
-        return "exact cosine k-NN"
-    return "sklearn lbfgs" if spec.name.endswith("logreg") else "sklearn liblinear"
+    return "torch L-BFGS" if getattr(opts, "solver", None) == "torch" else spec.solver
 
 
 def get_probe(name: str, task: str | None = None) -> ProbeSpec:

@@ -14,11 +14,12 @@ import numpy as np
 
 from linprobe.features.croploss import crop_warning
 from linprobe.features.store import SPLITS, EmbeddingSet
-from linprobe.models.compare import NotPairedError, RunOutputs, paired_compare, read_run_outputs
+from linprobe.models.compare import NotPairedError, RunOutputs, outputs_of, paired_compare
 from linprobe.models.uncertainty import bootstrap_ci
 from linprobe.reports import figures, stats
 from linprobe.reports.collect import Run
 from linprobe.reports.gallery import Thumbnails, error_gallery
+from linprobe.schema import ArtifactPaths
 
 HTML_MATRIX_MAX = 25  # up to this many classes the confusion matrix is an HTML table with labels
 _KEY_ORDER = ("precision", "recall", "f1", "ap", "support")
@@ -44,17 +45,23 @@ def _headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
 def _vs_best(best: RunOutputs | None, other: Run, artifacts: Path) -> dict[str, Any] | None:
     """models.compare's paired bootstrap of best minus other on the headline metric; None when
     a run lacks its test outputs or the two are not on the same test images."""
-    if best is None:
+    theirs = _outputs(other, artifacts)
+    if best is None or theirs is None:
         return None
     try:
-        return paired_compare(best, read_run_outputs(artifacts, other.backbone, other.probe))
-    except (FileNotFoundError, NotPairedError):
+        return paired_compare(best, theirs)
+    except NotPairedError:
         return None
 
 
 def _outputs(run: Run, artifacts: Path) -> RunOutputs | None:
+    """The run's test outputs from what load_runs already read (scores, for multilabel, from
+    disk); None when its predictions or scores are missing."""
+    if run.predictions is None:
+        return None
     try:
-        return read_run_outputs(artifacts, run.backbone, run.probe)
+        return outputs_of(run.metrics, run.predictions,
+                          ArtifactPaths(artifacts).scores(run.backbone, run.probe))
     except FileNotFoundError:
         return None
 
