@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from linprobe.cpus import parse_threads
 from linprobe.features.croploss import RESIZE_MODES
 
 __all__ = [
@@ -45,7 +46,9 @@ class ExtractConfig:
     images become square (``RESIZE_MODES``); num_workers: decoding processes (None: picked for
     the cores and device); layer: None = penultimate, else a module name, average-pooled;
     init_seed: seed of random-init (``:none``) weights (None: ``DEFAULT_INIT_SEED``; refused for
-    pretrained backbones, where it would do nothing). ``precision`` takes fp32/bf16/fp16 too.
+    pretrained backbones, where it would do nothing); threads: 'auto' (follow the cores other
+    processes leave free, re-checked as the run goes; ``linprobe.threads``) or a fixed count
+    for the forward pass and decoding. ``precision`` takes fp32/bf16/fp16 too.
     """
 
     image_size: int | None = None
@@ -57,6 +60,7 @@ class ExtractConfig:
     num_workers: int | None = None
     layer: str | None = None
     init_seed: int | None = None
+    threads: int | str = "auto"
 
     def __post_init__(self) -> None:
         if self.image_size is not None and not (_is_int(self.image_size)
@@ -82,6 +86,7 @@ class ExtractConfig:
             _fail("layer", "None or a module name", self.layer)
         if self.init_seed is not None and not (_is_int(self.init_seed) and self.init_seed >= 0):
             _fail("init_seed", "None or an int >= 0", self.init_seed)
+        object.__setattr__(self, "threads", parse_threads(self.threads, "threads"))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from linprobe.features.forward import embed, forward_rows, normaliser, prepare_m
 from linprobe.features.images import ImageDecodeError
 from linprobe.features.loader import DecodedBatches, decode_pool
 from linprobe.features.writer import EmbeddingWriter
+from linprobe.threads import ThreadController, apply_threads, limit_threads
 
 _SKIP_FIX = ("fix or remove the file, or re-run with --on-error skip (params: extract.on_error: "
              "skip) to leave unreadable images out")
@@ -219,7 +220,8 @@ def extract_embeddings(
         # Preparing the model (BatchNorm folding) is part of loading it: outside the timed loop.
         model = prepare_model(bb.model, dev, int(pre.crop)) if writer.start < len(ds) else None
         t0 = time.perf_counter()
-        _run(model, ds, writer, pre, dev, prec, cfg, progress)
+        threads = ThreadController(cfg.threads, unit="img")
+        _run(model, ds, writer, pre, dev, prec, cfg, progress, threads)
         seconds = time.perf_counter() - t0
         done = writer.n - writer.start
         return writer.finish(
@@ -227,6 +229,8 @@ def extract_embeddings(
                 "seconds": seconds,
                 "images_per_s": done / seconds if seconds > 0 else 0.0,
                 "resumed_from": writer.start,
+                # Setting, cores available, batches run per thread count, their img/s.
+                "threads": threads.record(),
                 "crop_loss": crop_loss,
                 "versions": _versions(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -255,6 +259,7 @@ def _run(
     prec: str,
     cfg: ExtractConfig,
     progress: bool,
+    threads: ThreadController,
 ) -> None:
     """Set up decoding (worker processes, or a thread pool in this process) and run the loop."""
     start, n = writer.start, len(ds)
@@ -264,10 +269,11 @@ def _run(
     batch_size, workers = cfg.batch_size, cfg.num_workers
     if workers is None:
         workers = default_num_workers(n - start, batch_size, dev)
-    # In-process loading decodes each batch on a thread pool as wide as torch's intra-op pool.
-    threads = torch.get_num_threads() if workers == 0 else 1
-    with decode_pool(threads) as pool:
-        batches = DecodedBatches(paths[start:], batch_size, pre, pool, threads)
+    # In-process loading decodes each batch on a thread pool as wide as the most threads the
+    # forward may get; each batch is split into as many tasks as it gets now (``_loop``).
+    width = threads.threads if workers == 0 else 1
+    with decode_pool(width) as pool:
+        batches = DecodedBatches(paths[start:], batch_size, pre, pool, width)
         loader = DataLoader(
             batches,
             batch_size=None,  # items are whole batches
@@ -277,7 +283,8 @@ def _run(
         )
         rows = forward_rows(model, dev, pre.crop, batch_size)
         with cudnn_autotune(dev):
-            _loop(model, loader, paths, writer, pre, dev, prec, rows, cfg.on_error, progress)
+            _loop(model, loader, paths, writer, pre, dev, prec, rows, cfg.on_error, progress,
+                  threads, batches)
 
 
 def _loop(
@@ -291,16 +298,23 @@ def _loop(
     rows: int,
     on_error: str,
     progress: bool,
+    threads: ThreadController,
+    batches: DecodedBatches,
 ) -> None:
     """Normalise -> forward (``rows`` images per call) -> append for each batch ``loader``
-    yields, from writer.start."""
+    yields, from writer.start. ``threads`` sets the threads of each batch (forward and decoding
+    tasks) and observes its rate; the bar shows the rate and ``threads.postfix()``."""
     start, n = writer.start, len(paths)
     scale, shift = normaliser(pre.mean, pre.std, dev)
     bar = tqdm(total=n, initial=start, unit="img", desc=writer.path.stem, disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
     pos = start
+    width = batches.threads
+    k = threads.choose()
+    batches.threads = min(k, width)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), limit_threads(k):
+            t_prev = time.perf_counter()
             for x, errors in loader:
                 b = x.shape[0]
                 skipped: list[dict[str, Any]] = []
@@ -321,6 +335,14 @@ def _loop(
                 block = emb if emb is not None else np.empty((0, writer.embed_dim), np.float32)
                 writer.append(block, processed=pos + b, skipped=skipped)
                 pos += b
+                now = time.perf_counter()
+                threads.observe(b, now - t_prev, k)  # decoding + forward + append
+                t_prev = now
+                if threads.choose() != k:  # for the next batch
+                    k = threads.threads
+                    apply_threads(k)
+                    batches.threads = min(k, width)
+                bar.set_postfix_str(threads.postfix(), refresh=False)
                 bar.update(b)
     except KeyboardInterrupt:
         print(

@@ -1,0 +1,207 @@
+"""Thread counts that follow the free cores: the controller behind ``threads: auto``.
+
+:class:`ThreadController` picks the threads for each unit of work (an extraction batch, a probe
+fit) from the cores other processes leave free (:class:`linprobe.cpus.CpuMonitor`), re-checked
+at most every ``recheck`` seconds, and keeps the throughput of each unit, so that progress bars
+can show the current rate and say when it fell well below what the first units achieved (the
+machine appears busy) and what was done about it. :func:`limit_threads` scopes a count to torch
+and to the BLAS/OpenMP pools (threadpoolctl) and restores the previous counts on exit.
+
+A fit run inside :func:`fit_threads` (``train``) consults the active controller through
+:func:`fit_scope`, which is a no-op outside one, so library code stays usable on its own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any, ContextManager
+
+from linprobe.cpus import CpuMonitor, available_cores, threads_for
+
+# The rate counts as dropped below this share of the reference (the first units' rate).
+BUSY_RATIO = 0.6
+REFERENCE_UNITS = 3  # units after the first (warm-up) one that set the reference rate
+RECENT_UNITS = 3     # the current rate: over this many last units (one short unit, such as
+                     # the last partial batch, is not a slowdown)
+
+
+@contextmanager
+def limit_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (when torch is loaded) and ``n`` BLAS and
+    OpenMP threads (threadpoolctl); the previous counts are restored on exit."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    saved = torch.get_num_threads() if torch is not None else None
+    try:
+        if torch is not None and saved != n:
+            torch.set_num_threads(n)
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        if torch is not None and torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
+
+
+def apply_threads(n: int) -> None:
+    """Set ``n`` torch and BLAS/OpenMP threads now, inside a :func:`limit_threads` block (which
+    restores the counts from before it)."""
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    threadpool_limits(limits=n)
+
+
+class ThreadController:
+    """Threads for each unit of work, and what the progress bar says about them.
+
+    ``setting``: 'auto' (follow the free cores) or a fixed int. ``monitor``: where the cores
+    others use are read (None: a :class:`CpuMonitor` on /proc/stat). ``recheck``: seconds
+    between readings; ``unit``: what a rate counts ('img', 'it')."""
+
+    def __init__(self, setting: int | str = "auto", *, available: int | None = None,
+                 monitor: CpuMonitor | None = None, recheck: float = 1.0,
+                 unit: str = "img") -> None:
+        self.setting, self.unit, self.recheck = setting, unit, recheck
+        self.available = available or available_cores()
+        self.auto = setting == "auto"
+        self.monitor = (monitor or CpuMonitor()) if self.auto else None
+        self.threads = self.available if self.auto else int(setting)
+        self.start_threads: int | None = None
+        self.used: Counter[int] = Counter()     # threads -> units run with that many
+        self.amount = 0.0                       # units' amount (images, iterations) in total
+        self.seconds = 0.0                      # ... and the seconds they took
+        self.rates: list[float] = []            # per unit, amount / s
+        self._recent: list[tuple[float, float]] = []   # (amount, seconds) of the last units
+        self.reference: float | None = None
+        self.others: float | None = None        # the last reading of cores used by others
+        self._last_check = -float("inf")
+
+    def choose(self) -> int:
+        """The threads for the next unit: re-read the free cores when ``recheck`` s passed."""
+        now = time.perf_counter()
+        if self.auto and now - self._last_check >= self.recheck:
+            self._last_check = now
+            others = self.monitor.others()
+            if others is not None:
+                self.others = others
+                self.threads = threads_for(self.available, others)
+        if self.start_threads is None:
+            self.start_threads = self.threads
+        return self.threads
+
+    def observe(self, amount: float, seconds: float, threads: int | None = None) -> None:
+        """Record a unit: ``amount`` (images, solver iterations) done in ``seconds``."""
+        self.used[self.threads if threads is None else threads] += 1
+        self.amount += amount
+        self.seconds += seconds
+        if seconds > 0:
+            self.rates.append(amount / seconds)
+            self._recent = (self._recent + [(amount, seconds)])[-RECENT_UNITS:]
+        # The first unit carries one-off costs (allocations, kernel choice): not a reference.
+        if self.reference is None and len(self.rates) > REFERENCE_UNITS:
+            ref = self.rates[1:REFERENCE_UNITS + 1]
+            self.reference = sorted(ref)[len(ref) // 2]
+
+    @contextmanager
+    def unit(self) -> Iterator[int]:
+        """Run one unit with the chosen threads (yields the count); the caller observes it."""
+        n = self.choose()
+        with limit_threads(n):
+            yield n
+
+    @property
+    def rate(self) -> float | None:
+        """The current rate: amount / s over the last RECENT_UNITS units."""
+        seconds = sum(s for _, s in self._recent)
+        return sum(a for a, _ in self._recent) / seconds if seconds > 0 else None
+
+    def busy_note(self) -> str | None:
+        """When the current rate is well below the first units': what linprobe did about it."""
+        rate = self.rate
+        if self.reference is None or rate is None or rate >= BUSY_RATIO * self.reference:
+            return None
+        share = round(100 * rate / self.reference)
+        if not self.auto:
+            did = f"threads fixed at {self.threads}"
+        elif self.threads != self.start_threads:
+            did = f"{self.start_threads}->{self.threads} threads"
+        else:
+            did = f"kept {self.threads} thread{'s' * (self.threads > 1)}"
+        return f"machine appears busy ({share}% of the first rate): {did}"
+
+    def postfix(self) -> str:
+        """The progress bar's postfix: threads, and the busy note when there is one."""
+        note = self.busy_note()
+        return note if note else f"{self.threads} thread{'s' * (self.threads > 1)}"
+
+    def record(self) -> dict[str, Any]:
+        """What the run chose and achieved, for HDF5 attrs, metrics JSON and the report."""
+        return {
+            "setting": self.setting,
+            "available": self.available,
+            "used": {str(k): v for k, v in sorted(self.used.items())},
+            "rate": round(self.amount / self.seconds, 3) if self.seconds > 0 else None,
+            "unit": f"{self.unit}/s",
+        }
+
+
+_ACTIVE: ContextVar[ThreadController | None] = ContextVar("linprobe_threads", default=None)
+
+
+@contextmanager
+def fit_threads(controller: ThreadController) -> Iterator[ThreadController]:
+    """Make ``controller`` the one :func:`fit_scope` consults in this context."""
+    token = _ACTIVE.set(controller)
+    try:
+        yield controller
+    finally:
+        _ACTIVE.reset(token)
+
+
+class _FitUnit:
+    """One fit under the active controller: threads chosen on entry, rate observed on exit
+    (solver iterations per second when the estimator reports them, else fits per second)."""
+
+    def __init__(self, controller: ThreadController, estimator: Any) -> None:
+        self.c, self.estimator = controller, estimator
+
+    def __enter__(self) -> int:
+        self.scope = self.c.unit()
+        self.n = self.scope.__enter__()
+        self.t0 = time.perf_counter()
+        return self.n
+
+    def __exit__(self, *exc: Any) -> None:
+        seconds = time.perf_counter() - self.t0
+        self.scope.__exit__(*exc)
+        if exc[0] is None:
+            est = getattr(self.estimator, "estimators_", [self.estimator])
+            iters = sum(int(max(_flat(getattr(e, "n_iter_", 0)))) for e in est)
+            self.c.observe(iters or 1, seconds, self.n)
+            bar = getattr(self.c, "bar", None)
+            if bar is not None:
+                bar.update(1)
+                rate = self.c.rate
+                bar.set_postfix_str(f"{rate:.1f} {self.c.unit}/s, {self.c.postfix()}"
+                                    if rate is not None else self.c.postfix())
+
+
+def _flat(v: Any) -> list:
+    try:
+        return [int(x) for x in v.ravel()] or [0]
+    except AttributeError:
+        return [int(v)]
+
+
+def fit_scope(estimator: Any = None) -> ContextManager[Any]:
+    """The threads for one fit of ``estimator`` under the active controller (no-op without)."""
+    c = _ACTIVE.get()
+    return nullcontext() if c is None else _FitUnit(c, estimator)
