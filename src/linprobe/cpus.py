@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 PROC_STAT = Path("/proc/stat")
@@ -61,17 +61,18 @@ def available_cores(cpu_max: str | Path = CPU_MAX) -> int:
     return max(1, min(cores, quota) if quota else cores)
 
 
-def parse_threads(value: Any, name: str) -> int | str:
+def parse_threads(value: Any, name: str = "threads", kind: str = "parameter") -> int | str:
     """A ``threads`` setting: 'auto', or an int >= 1 (also as text). A count above the available
-    cores is kept (explicit means explicit) with a warning: its threads will wait for each
-    other. ``name`` names the parameter in the error ('extract.threads', '--threads')."""
+    cores is kept (explicit means explicit: a user may know of cores this process cannot see)
+    with a warning, since such threads usually wait for each other. ``name`` and ``kind`` name
+    the setting in messages ('threads' 'probe option', '--threads' 'option')."""
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "auto":
             return "auto"
         value = int(text) if text.lstrip("-").isdigit() else value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"The {name!r} parameter must be 'auto' or an int >= 1 (threads per "
+        raise ValueError(f"The {name!r} {kind} must be 'auto' or an int >= 1 (threads per "
                          f"process). Got {value!r} instead.")
     cores = available_cores()
     if value > cores:
@@ -113,30 +114,38 @@ class _Mark:
 
 class CpuMonitor:
     """Cores used by other processes since the last reading (``others``). Readings from
-    ``stat`` (a /proc/stat-format file; tests pass recorded ones)."""
+    ``stat`` (a /proc/stat-format file; tests pass recorded ones) at times from ``clock``, over
+    the cores ``cpus`` (default: this process's affinity mask)."""
 
-    def __init__(self, stat: str | Path = PROC_STAT) -> None:
-        self.stat = Path(stat)
-        self.cpus = (set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                     else set(range(os.cpu_count() or 1)))
+    def __init__(self, stat: str | Path = PROC_STAT,
+                 clock: Callable[[], float] = time.perf_counter,
+                 cpus: set[int] | None = None) -> None:
+        self.stat, self.clock = Path(stat), clock
+        if cpus is None:
+            cpus = (set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else set(range(os.cpu_count() or 1)))
+        self.cpus = cpus
         self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._mark = self._now()
 
-    def _now(self) -> _Mark:
+    def _now(self, wall: float | None = None) -> _Mark:
         t = os.times()
-        return _Mark(time.perf_counter(), _read_stat(self.cpus, self.stat), t.user + t.system)
+        return _Mark(self.clock() if wall is None else wall, _read_stat(self.cpus, self.stat),
+                     t.user + t.system)
 
     def others(self, min_window: float = 0.1) -> float | None:
         """Cores other processes used on our cores since the last call (waits until at least
         ``min_window`` s have passed, for a reading finer than the clock tick); None where
         /proc/stat cannot be read."""
-        wait = self._mark.wall + min_window - time.perf_counter()
+        wall = self.clock()
+        wait = self._mark.wall + min_window - wall
         if wait > 0:
             time.sleep(wait)
-        now, last = self._now(), self._mark
+            wall = self.clock()
+        now, last = self._now(wall), self._mark
         self._mark = now
-        if now.busy is None or last.busy is None:
-            return None
         seconds = now.wall - last.wall
+        if now.busy is None or last.busy is None or seconds <= 0:
+            return None
         used = (now.busy - last.busy) / self.hz - (now.own - last.own)
         return max(0.0, used / seconds)

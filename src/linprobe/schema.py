@@ -154,6 +154,7 @@ class RunMetrics(TypedDict, total=False):
     score_kind: str                      # "probability" | "decision"
     converged: bool | None
     fit_seconds: float
+    threads: dict[str, Any]              # setting, available, used {threads: fits}, rate, unit
     seed: int
     confusion_matrix: list[list[int]]    # multiclass: rows actual, columns predicted
     pr_curves: dict[str, dict[str, list[float]]]  # multilabel: class -> precision, recall

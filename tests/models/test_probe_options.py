@@ -136,7 +136,7 @@ def test_options_dataclass_or_dict_train_the_same_run_under_its_own_name(small, 
     assert as_dict["probe"] == as_dict["probe_type"] == "logreg"
     written = json.loads((tmp_path / "b" / "metrics" / "b" / "logreg_c2.json").read_text())
     assert written == as_class and (tmp_path / "b" / "probes" / "b" / "logreg_c2.joblib").is_file()
-    same = {k for k in as_dict if k not in ("probe", "fit_seconds", "selection")}
+    same = {k for k in as_dict if k not in ("probe", "fit_seconds", "selection", "threads")}
     assert {k: as_dict[k] for k in same} == {k: as_class[k] for k in same}
     assert as_class["options"]["class_weight"] == {"c": 2.0}
     assert as_class["options"]["holdout_fraction"] == 0.2

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from linprobe.cpus import parse_threads
 from linprobe.features.config import DEVICES
 
 NORMALIZATIONS: tuple[str, ...] = ("standard", "l2", "none")
@@ -106,9 +107,12 @@ class ProbeOptions:
     few_shot: FewShot | None = FewShot()  # None (YAML: false) switches the curve off
     n_boot: int = 1000                    # bootstrap resamples of the test set
     alpha: float = 0.05                   # 1 - confidence of the test intervals
+    threads: int | str = "auto"           # per fit: auto (the free cores, re-read before each
+                                          # fit; linprobe.threads) | a fixed count
 
     def __post_init__(self) -> None:
         _choice("normalize", self.normalize, NORMALIZATIONS)
+        _set(self, "threads", parse_threads(self.threads, "threads", "probe option"))
         _choice("scheme", self.scheme, SCHEMES)
         if self.selection_metric is not None:
             _choice("selection_metric", self.selection_metric,

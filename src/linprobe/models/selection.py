@@ -20,6 +20,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit
 
+from linprobe.threads import fit_scope
+
 from .metrics import balanced_accuracy, full_scores, json_number, macro_f1, mean_ap, micro_ap
 from .options import ProbeOptions
 from .probes import ProbeSpec, normalize_fit_transform
@@ -144,7 +146,8 @@ def _fit_score(spec: ProbeSpec, opts: ProbeOptions, seed: int, fold: Fold, v: An
         # Non-converged fits at tiny/huge C are part of any sweep; the curve shows their score.
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", message="Label .*present in all training")
-        clf.fit(fold.X_fit, y[fold.fit_idx])
+        with fit_scope(clf):  # the threads of this fit (train.py's controller; else no-op)
+            clf.fit(fold.X_fit, y[fold.fit_idx])
     if spec.warm_start:
         fold.fitted[v] = clf
     return full_scores(clf, fold.X_eval, n_classes)[0], n_iterations(clf)

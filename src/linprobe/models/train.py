@@ -35,6 +35,7 @@ from linprobe.features.scan import require_classes
 from linprobe.features.store import EmbeddingSet, read_embeddings
 from linprobe.schema import (HEADLINE, PREDICTION_HEADER, SCHEMA_VERSION, TASKS, ArtifactPaths,
                              RunMetrics)
+from linprobe.threads import ThreadController, fit_scope, fit_threads
 
 from . import metrics as M
 from .fewshot import few_shot_curve
@@ -81,11 +82,15 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
           f"values on {int(tv.sum())} train+val samples x {es.embeddings.shape[1]} dims",
           file=sys.stderr, flush=True)
     X_tv, y_tv = es.embeddings[tv], es.labels[tv]           # our own float32 copy ...
-    sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
-
-    t0 = time.perf_counter()
-    model = _refit(spec, opts, seed, sel.value, X_tv, y_tv)
-    fit_seconds = time.perf_counter() - t0
+    threads = _controller(opts, name)
+    try:
+        with fit_threads(threads):   # each fit's threads from the free cores (linprobe.threads)
+            sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
+            t0 = time.perf_counter()
+            model = _refit(spec, opts, seed, sel.value, X_tv, y_tv)
+            fit_seconds = time.perf_counter() - t0
+    finally:
+        threads.bar.close()
     del X_tv
 
     X_te, y_te, ids_te = es.subset("test")
@@ -112,6 +117,7 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         "solver": solver_name(spec, opts),
         "converged": _converged(model.named_steps["probe"]),
         "fit_seconds": round(fit_seconds, 3),
+        "threads": threads.record(),
         "seed": int(seed),
     }
     if multilabel:
@@ -138,12 +144,27 @@ def _refit(spec: ProbeSpec, opts: ProbeOptions, seed: int, value, X_tv: np.ndarr
     caller's own float32 copy: it is normalised in place."""
     norm, X_tv = normalize_fit_transform(opts.normalize, X_tv, inplace=True)
     clf = spec.build(value, opts, seed)
-    clf.fit(X_tv, y_tv)
+    with fit_scope(clf):
+        clf.fit(X_tv, y_tv)
     if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
         clf = clf.to_sklearn()
     if clf.get_params().get("warm_start"):
         clf.set_params(warm_start=False)  # a user refitting the saved model starts cold
     return assemble(norm, clf)
+
+
+def _controller(opts: ProbeOptions, name: str) -> ThreadController:
+    """The fits' thread controller, with a progress bar (one step per fit) on stderr: the
+    current solver rate (iterations/s), the threads, and a note when the machine turns busy."""
+    from tqdm.auto import tqdm
+
+    if getattr(opts, "solver", None) == "torch":
+        import torch  # noqa: F401 - loaded now, so limit_threads scopes its threads too
+
+    c = ThreadController(opts.threads, unit="it")
+    c.bar = tqdm(unit="fit", desc=f"{name} fits", file=sys.stderr, dynamic_ncols=True,
+                 leave=False)
+    return c
 
 
 def _evaluate(model: Pipeline, sel: Selection, X_te: np.ndarray, y_te: np.ndarray,

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from linprobe.cpus import parse_threads
 from linprobe.diskio import WriteError
 from linprobe.features.config import (
     DEFAULT_INIT_SEED, DEVICES, IMAGE_SIZE_MIN, ON_ERROR, PRECISIONS, RESIZE_MODES,
@@ -62,8 +63,10 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 def extract_configs(args: argparse.Namespace) -> tuple[ExtractConfig, SplitConfig]:
     """The library's configs from `linprobe extract`'s arguments (and the backbone's entry in
-    --params for what a dvc.yaml command line cannot carry: layer, init_seed)."""
+    --params for what a dvc.yaml command line cannot carry: layer, init_seed, and extract.threads,
+    which changes no output)."""
     layer, init_seed = args.layer, args.init_seed
+    threads = "auto" if args.threads is None else parse_threads(args.threads, "--threads", "option")
     if args.params is not None:
         params = load_params(args.params)
         if args.name not in params.backbones:
@@ -72,10 +75,11 @@ def extract_configs(args: argparse.Namespace) -> tuple[ExtractConfig, SplitConfi
         entry = params.backbones[args.name]
         layer = layer if layer is not None else entry.layer
         init_seed = init_seed if init_seed is not None else entry.init_seed
+        threads = params.extract.threads if args.threads is None else threads
     config = ExtractConfig(
         image_size=args.image_size, resize=args.resize, batch_size=args.batch_size,
         device=args.device, precision=args.precision, on_error=args.on_error,
-        num_workers=args.workers, layer=layer, init_seed=init_seed,
+        num_workers=args.workers, layer=layer, init_seed=init_seed, threads=threads,
     )
     return config, SplitConfig(args.val_fraction, args.test_fraction, args.split_seed)
 
@@ -114,6 +118,8 @@ def _train(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise ValueError(f"{exc} Without --params, --probe names a probe; an entry of "
                              "params.yaml needs --params params.yaml.") from None
+    if args.threads is not None:
+        options = _with_threads(probe, options, parse_threads(args.threads, "--threads", "option"))
     # A worker thread: liblinear/lbfgs fits run minutes in C code that never checks for Ctrl-C.
     metrics = run_interruptibly("train", train_probe, args.embeddings, probe, args.out_dir,
                                 options=options, seed=0 if seed is None else seed,
@@ -122,6 +128,15 @@ def _train(args: argparse.Namespace) -> None:
     value = metrics["test"].get(headline)
     print(f"{metrics.get('backbone')} / {args.probe}: test {headline} = {value:.4f}"
           if isinstance(value, float) else f"trained {args.probe}")
+
+
+def _with_threads(probe: str, options, threads: int | str):
+    """The probe's options (a dataclass, a dict or None) with ``threads`` replaced."""
+    from dataclasses import replace
+
+    if options is None or isinstance(options, dict):
+        return {**(options or {}), "threads": threads}
+    return replace(options, threads=threads)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -229,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--init-seed", type=_seed, default=x.init_seed,
                     help="seed of random-init (:none) weights (default: backbones.<--name>."
                          f"init_seed, else {DEFAULT_INIT_SEED}); refused for pretrained weights")
+    ex.add_argument("--threads", default=None,
+                    help="threads for the forward pass and decoding: auto (follow the free "
+                         "cores) or a count; default: params extract.threads, else auto")
     ex.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # renamed
     ex.add_argument("--params", type=Path, default=None,
                     help="params.yaml to read backbones.<--name>.layer and .init_seed from")
@@ -244,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--params", type=Path, default=None,
                     help="params.yaml to read probes.<probe> (its probe and options) and seed from")
     tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--threads", default=None,
+                    help="threads per fit: auto (the free cores, re-read before each fit) or a "
+                         "count; replaces the probe's 'threads' option")
     tr.set_defaults(func=cmd_train)
 
     rp = sub.add_parser("report", help="write the HTML report from the artifacts")

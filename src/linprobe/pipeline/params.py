@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from linprobe.cpus import parse_threads
 from linprobe.features.config import (
     DEVICES,
     IMAGE_SIZE_MIN,
@@ -72,6 +73,7 @@ class ExtractParams:
     device: str = _X.device
     precision: str = _X.precision
     on_error: str = _X.on_error
+    threads: int | str = _X.threads      # read by `linprobe extract --params` (not in dvc.yaml)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def extract_config(extract: ExtractParams, backbone: BackboneParams) -> ExtractC
     return ExtractConfig(image_size=extract.image_size, resize=extract.resize,
                          batch_size=extract.batch_size, device=extract.device,
                          precision=extract.precision, on_error=extract.on_error,
-                         layer=backbone.layer, init_seed=backbone.init_seed)
+                         threads=extract.threads, layer=backbone.layer, init_seed=backbone.init_seed)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,15 @@ class _Reader:
         return value
 
 
+def _threads(e: _Reader) -> int | str:
+    """extract.threads: 'auto' or an int >= 1."""
+    value = e.get("threads", (int, str), _X.threads)
+    try:
+        return parse_threads(value, "threads")
+    except ValueError:
+        e.fail(e.key("threads"), f"must be 'auto' or an integer >= 1, got {value!r}")
+
+
 def _kind_name(kind: type | tuple) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     names = {int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
@@ -175,7 +186,8 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         d.fail("data.val_fraction + data.test_fraction", "must be < 1 to leave training data")
 
     e = _Reader(source, top.get("extract", dict, {}), "extract")
-    e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error"})
+    e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error",
+                      "threads"})
     extract = ExtractParams(
         image_size=e.get("image_size", int, _X.image_size, low=IMAGE_SIZE_MIN, high=4096),
         resize=e.get("resize", str, _X.resize, choices=RESIZE_MODES),
@@ -183,6 +195,7 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         device=e.get("device", str, _X.device, choices=DEVICES),
         precision=e.get("precision", str, _X.precision, choices=PRECISIONS),
         on_error=e.get("on_error", str, _X.on_error, choices=ON_ERROR),
+        threads=_threads(e),
     )
 
     b = _Reader(source, top.get("backbones", dict), "backbones")

@@ -22,6 +22,7 @@ from linprobe.reports import sections
 from linprobe.reports.collect import Only, load_backbone_attrs, load_runs, stale_runs
 from linprobe.reports.gallery import Thumbnails
 from linprobe.schema import ArtifactPaths
+from linprobe.threads import describe
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # Every report carries <meta name="generator" content="linprobe X.Y.Z">: how linprobe recognises
@@ -175,7 +176,10 @@ def build_report(
         "views": views,
         "runs": [sections.run_detail(r, data_roots.get(r.backbone), gallery_limit=gallery_limit,
                                      thumbnails=thumbnails) for r in runs],
-        "backbones": [{"name": b, "attrs": attrs[b]} for b in backbones],
+        "backbones": [{"name": b, "attrs": attrs[b], "threads": describe(attrs[b].get("threads"))}
+                      for b in backbones],
+        "fit_threads": [{"backbone": r.backbone, "probe": r.probe,
+                         "threads": describe(r.metrics.get("threads"))} for r in runs],
     }
     # Temp file + rename: a failed build leaves the previous report untouched.
     return write_text(out, _render(context))
