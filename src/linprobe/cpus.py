@@ -61,7 +61,8 @@ def available_cores(cpu_max: str | Path = CPU_MAX) -> int:
     return max(1, min(cores, quota) if quota else cores)
 
 
-def parse_threads(value: Any, name: str = "threads", kind: str = "parameter") -> int | str:
+def parse_threads(value: Any, name: str = "threads", kind: str = "parameter", *,
+                  warn: bool = True) -> int | str:
     """A ``threads`` setting: 'auto', or an int >= 1 (also as text). A count above the available
     cores is kept (explicit means explicit: a user may know of cores this process cannot see)
     with a warning, since such threads usually wait for each other. ``name`` and ``kind`` name
@@ -75,7 +76,7 @@ def parse_threads(value: Any, name: str = "threads", kind: str = "parameter") ->
         raise ValueError(f"The {name!r} {kind} must be 'auto' or an int >= 1 (threads per "
                          f"process). Got {value!r} instead.")
     cores = available_cores()
-    if value > cores:
+    if warn and value > cores:
         print(f"linprobe: warning: {name}={value} is more than the {cores} cores available to "
               "this process (affinity mask and CPU quota); the extra threads will wait for each "
               "other. Use 'auto' to follow the free cores.", file=sys.stderr)

@@ -40,6 +40,15 @@ _positive_int = _int_at_least(1, "a positive integer")
 _seed = _int_at_least(0, "an integer >= 0")
 
 
+def _threads(text: str) -> int | str:
+    """`--threads`: auto or a count >= 1 (the config warns about more than the cores)."""
+    try:
+        return parse_threads(text, warn=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1 (threads per "
+                                         f"process), got {text!r}") from None
+
+
 def _image_size(text: str) -> int | None:
     """`--image-size`: a pixel count, or auto/none for the weights' own size."""
     if text.lower() in ("auto", "none", "null", ""):
@@ -66,7 +75,7 @@ def extract_configs(args: argparse.Namespace) -> tuple[ExtractConfig, SplitConfi
     --params for what a dvc.yaml command line cannot carry: layer, init_seed, and extract.threads,
     which changes no output)."""
     layer, init_seed = args.layer, args.init_seed
-    threads = "auto" if args.threads is None else parse_threads(args.threads, "--threads", "option")
+    threads = "auto" if args.threads is None else args.threads
     if args.params is not None:
         params = load_params(args.params)
         if args.name not in params.backbones:
@@ -119,7 +128,7 @@ def _train(args: argparse.Namespace) -> None:
             raise ValueError(f"{exc} Without --params, --probe names a probe; an entry of "
                              "params.yaml needs --params params.yaml.") from None
     if args.threads is not None:
-        options = _with_threads(probe, options, parse_threads(args.threads, "--threads", "option"))
+        options = _with_threads(options, args.threads)
     # A worker thread: liblinear/lbfgs fits run minutes in C code that never checks for Ctrl-C.
     metrics = run_interruptibly("train", train_probe, args.embeddings, probe, args.out_dir,
                                 options=options, seed=0 if seed is None else seed,
@@ -130,7 +139,7 @@ def _train(args: argparse.Namespace) -> None:
           if isinstance(value, float) else f"trained {args.probe}")
 
 
-def _with_threads(probe: str, options, threads: int | str):
+def _with_threads(options, threads: int | str):
     """The probe's options (a dataclass, a dict or None) with ``threads`` replaced."""
     from dataclasses import replace
 
@@ -244,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--init-seed", type=_seed, default=x.init_seed,
                     help="seed of random-init (:none) weights (default: backbones.<--name>."
                          f"init_seed, else {DEFAULT_INIT_SEED}); refused for pretrained weights")
-    ex.add_argument("--threads", default=None,
+    ex.add_argument("--threads", type=_threads, default=None,
                     help="threads for the forward pass and decoding: auto (follow the free "
                          "cores) or a count; default: params extract.threads, else auto")
     ex.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # renamed
@@ -262,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--params", type=Path, default=None,
                     help="params.yaml to read probes.<probe> (its probe and options) and seed from")
     tr.add_argument("--seed", type=int, default=None)
-    tr.add_argument("--threads", default=None,
+    tr.add_argument("--threads", type=_threads, default=None,
                     help="threads per fit: auto (the free cores, re-read before each fit) or a "
                          "count; replaces the probe's 'threads' option")
     tr.set_defaults(func=cmd_train)
