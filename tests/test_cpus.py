@@ -81,8 +81,9 @@ def test_threads_follow_the_free_cores():
     assert threads_for(2, 1.0) == 1       # 1 busy process next to our 1 thread
     assert threads_for(2, 1.33) == 1      # 2 busy processes next to our 1 thread
     assert threads_for(2, 3.9) == 1       # never 0
-    assert threads_for(16, 4.1) == 12     # 11.9 free: the 12th core is 90% free
-    assert threads_for(16, 4.3) == 11     # 11.7 free: the 12th core is not free enough
+    assert threads_for(2, 0.45) == 2      # a core more than half free is used
+    assert threads_for(16, 4.4) == 12     # 11.6 free: the 12th core is 60% free
+    assert threads_for(16, 4.6) == 11     # 11.4 free: the 12th core is 40% free
 
 
 # Two snapshots of this machine's /proc/stat, 1 s apart, while one spin loop ran (cpu lines).

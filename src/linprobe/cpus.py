@@ -24,9 +24,11 @@ from typing import Any, Callable
 
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 PROC_STAT = Path("/proc/stat")
-# A core counts as free only if other processes leave at least this share of it: a thread that
-# gets part of a core holds the rest of its team at every barrier.
-FREE_SHARE = 0.75
+# A core counts as free if other processes leave at least this share of it (the free cores,
+# rounded): a thread that gets only part of a core holds the rest of its team at every
+# barrier, but background noise (a few % of a core) must not cost a quiet machine a core. One
+# busy process next to our N threads takes about N/(N+1) of a core, so it always costs one.
+FREE_SHARE = 0.5
 
 
 def affinity_cores() -> int:
