@@ -12,6 +12,7 @@ default: every core, decoding on as many threads), so that column is the 'before
 
     python benchmarks/contention.py --quick            # a minute: proves the script works
     python benchmarks/contention.py                    # the issue's sizes (several minutes)
+    python benchmarks/contention.py --omp-wait-policy passive   # libgomp threads sleep, not spin
 
 Extraction: ``--images`` Fashion-MNIST PNGs (/work/data/fmnist-full, else the bundled demo
 folder) through ``--backbone`` at ``--image-size`` px. Sweep: ``select`` over a C grid for
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -142,7 +144,13 @@ def main() -> None:
     ap.add_argument("--tasks", default="extract,sweep")
     ap.add_argument("--json", type=Path, default=None,
                     help="default: benchmarks/results/contention-<date>.json")
+    ap.add_argument("--omp-wait-policy", choices=("active", "passive"), default=None,
+                    help="set OMP_WAIT_POLICY before torch loads (default: libgomp's own)")
     args = ap.parse_args()
+    if args.omp_wait_policy:
+        # Read once, when libgomp starts: torch is imported only inside the runs below.
+        assert "torch" not in sys.modules
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     if args.quick:
         args.images, args.rows, args.grid, args.repeats = 96, 2000, 4, 1
         args.batch_size, args.image_size = 16, 64
@@ -186,7 +194,7 @@ def main() -> None:
         f"contention-{datetime.now(timezone.utc):%Y%m%d-%H%M}{'-quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "cores": cores, "args": {k: str(v) for k, v in vars(args).items()},
+               "cores": cores, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "args": {k: str(v) for k, v in vars(args).items()},
                "sweep_data": data[4] if data else None, "table": table, "runs": results}
     tmp_out = out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(payload, indent=1))

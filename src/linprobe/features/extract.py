@@ -4,7 +4,9 @@ Hot path: whole batches are decoded and resized to (B, crop, crop, 3) uint8 (``f
 worker processes on CUDA, a thread pool between forward passes on CPU); the main process
 normalises each batch on the device, runs the model under ``torch.inference_mode``
 (``features.forward``: channels_last, BatchNorm folded, cache-sized slices on CPU, autocast) and
-appends each batch to ``<out>.partial``, which is renamed to ``out`` when complete.
+appends each batch to ``<out>.partial``, which is renamed to ``out`` when complete. The threads
+of each batch (forward and decoding) follow ``threads`` (``linprobe.threads``: by default the
+cores other processes leave free, re-read as the run goes).
 """
 
 from __future__ import annotations
