@@ -94,7 +94,8 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     del X_tv
 
     X_te, y_te, ids_te = es.subset("test")
-    test, val, pred, scores, kind, test_ci = _evaluate(model, sel, X_te, y_te, es, opts, seed)
+    with threads.scope():  # scoring and the few-shot fits: one choice for the block each
+        test, val, pred, scores, kind, test_ci = _evaluate(model, sel, X_te, y_te, es, opts, seed)
 
     result: RunMetrics = {
         "schema_version": SCHEMA_VERSION,
@@ -127,11 +128,13 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     if opts.few_shot:
         t0 = time.perf_counter()
         X_tr, y_tr, _ = es.subset("train")
-        result["few_shot"] = few_shot_curve(
-            lambda: assemble(make_normalizer(opts.normalize), spec.build(sel.value, opts, seed)),
-            X_tr, y_tr, X_te, y_te, ks=list(opts.few_shot.k), seeds=opts.few_shot.seeds,
-            score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
-            metric=HEADLINE[es.task], base_seed=seed)
+        with threads.scope():
+            result["few_shot"] = few_shot_curve(
+                lambda: assemble(make_normalizer(opts.normalize),
+                                 spec.build(sel.value, opts, seed)),
+                X_tr, y_tr, X_te, y_te, ks=list(opts.few_shot.k), seeds=opts.few_shot.seeds,
+                score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
+                metric=HEADLINE[es.task], base_seed=seed)
         result["few_shot"]["seconds"] = round(time.perf_counter() - t0, 3)
 
     _write(Path(out_dir), path.stem, name, model, result, es, ids_te, y_te, pred, scores)
