@@ -15,6 +15,7 @@ import yaml
 
 from linprobe.features.config import (
     DEVICES,
+    ENGINES,
     IMAGE_SIZE_MIN,
     ON_ERROR,
     PRECISIONS,
@@ -72,6 +73,8 @@ class ExtractParams:
     device: str = _X.device
     precision: str = _X.precision
     on_error: str = _X.on_error
+    engine: str = "local"            # local (this process; torchrun ranks) | ray (one task/shard)
+    ray_address: str | None = None   # ray engine: cluster address; None: RAY_ADDRESS, else local
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,8 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         d.fail("data.val_fraction + data.test_fraction", "must be < 1 to leave training data")
 
     e = _Reader(source, top.get("extract", dict, {}), "extract")
-    e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error"})
+    e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error",
+                      "engine", "ray_address"})
     extract = ExtractParams(
         image_size=e.get("image_size", int, _X.image_size, low=IMAGE_SIZE_MIN, high=4096),
         resize=e.get("resize", str, _X.resize, choices=RESIZE_MODES),
@@ -183,6 +187,8 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         device=e.get("device", str, _X.device, choices=DEVICES),
         precision=e.get("precision", str, _X.precision, choices=PRECISIONS),
         on_error=e.get("on_error", str, _X.on_error, choices=ON_ERROR),
+        engine=e.get("engine", str, "local", choices=ENGINES),
+        ray_address=e.get("ray_address", str, None),
     )
 
     b = _Reader(source, top.get("backbones", dict), "backbones")
