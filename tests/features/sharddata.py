@@ -3,6 +3,9 @@ does not divide into the batches, with one unreadable image, and the file compar
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -47,3 +50,15 @@ def assert_same_file(merged: Path, single: Path) -> None:
     assert {k: v for k, v in aa.items() if k not in VOLATILE} == \
         {k: v for k, v in ba.items() if k not in VOLATILE}
     assert len(aa["skipped"]) == 1 and aa["skipped"][0]["id"] == BROKEN
+
+
+def single_process(data: Path, out: Path, *args: str) -> Path:
+    """The single-process file, made by `python -m linprobe extract` with one thread: what each
+    torchrun rank (OMP_NUM_THREADS=1) and each 1-CPU Ray task runs with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINPROBE_TEST_")}
+    proc = subprocess.run([sys.executable, "-m", "linprobe", "extract", *EXTRACT_ARGS, *args,
+                           "--data", str(data), "--out", str(out)],
+                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out

@@ -19,7 +19,7 @@ import pytest
 from linprobe.features.shards import KILL_HOOK_ENV, Shard, shard_path, shards_dir
 from linprobe.features.store import partial_path
 from linprobe.pipeline.cli import main
-from tests.features.sharddata import EXTRACT_ARGS, assert_same_file, write_data
+from tests.features.sharddata import EXTRACT_ARGS, assert_same_file, single_process, write_data
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
             "2", "-m", "linprobe", "extract"]
@@ -39,17 +39,9 @@ def data(tmp_path_factory) -> Path:
     return write_data(tmp_path_factory.mktemp("torchrun") / "data")
 
 
-def _single(data: Path, out: Path, *args: str) -> Path:
-    """The single-process file (one thread, as each torchrun rank)."""
-    proc = _run([sys.executable, "-m", "linprobe", "extract", *EXTRACT_ARGS, *args,
-                 "--data", str(data), "--out", str(out)])
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @pytest.mark.slow  # two torchrun jobs of 2 processes + a single process: minutes on 2 cores
 def test_rank_killed_mid_shard_then_restarted_equals_single_process(data, tmp_path):
-    single = _single(data, tmp_path / "single.h5")
+    single = single_process(data, tmp_path / "single.h5")
     out = tmp_path / "t.h5"
     cmd = [*TORCHRUN, *EXTRACT_ARGS, "--data", str(data), "--out", str(out)]
     # Rank 1 (rows 12..21, 3 batches) SIGKILLs itself after its first batch.
@@ -67,7 +59,7 @@ def test_rank_killed_mid_shard_then_restarted_equals_single_process(data, tmp_pa
 @pytest.mark.slow  # a torchrun job of 2 processes + a single process
 def test_rank_with_an_empty_shard(data, tmp_path):
     # One batch of 32 for 22 files: rank 0's shard is empty, rank 1 embeds everything.
-    single = _single(data, tmp_path / "single.h5", "--batch-size", "32")
+    single = single_process(data, tmp_path / "single.h5", "--batch-size", "32")
     out = tmp_path / "t.h5"
     proc = _run([*TORCHRUN, *EXTRACT_ARGS, "--batch-size", "32", "--data", str(data),
                  "--out", str(out)])

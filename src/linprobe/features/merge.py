@@ -147,7 +147,8 @@ def _write(tmp: Path, paths: Sequence[Path], shards: list[dict[str, Any]]) -> No
             "device": shards[0].get("device", ""),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "shards": [{"rows": s["shard"]["rows"], "seconds": s.get("seconds"),
-                        "device": s.get("device"), "created": s.get("created")} for s in shards],
+                        "resumed_from": s.get("resumed_from"), "device": s.get("device"),
+                        "created": s.get("created")} for s in shards],
         }
         for k, v in merged.items():
             g.attrs[k] = encode_attr(v)

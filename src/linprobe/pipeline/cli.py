@@ -111,7 +111,8 @@ def _engine(args: argparse.Namespace) -> tuple[str, str | None]:
     if args.params is not None and (engine is None or address is None):
         extract = load_params(args.params).extract
         engine = engine or extract.engine
-        address = address or extract.ray_address
+        if engine == "ray":  # the params' address serves the params' (or the flag's) ray engine
+            address = address or extract.ray_address
     engine = engine or "local"
     if address is not None and engine != "ray":
         raise ValueError(f"--ray-address {address} needs --engine ray (params: extract.engine: "
