@@ -190,7 +190,7 @@ def extract_embeddings(
     target, whole_key = Path(out), resume_key
     if shard is not None:  # keyed by its rows too: a shard of another grid is never resumed
         target, resume_key = shard_path(out, shard), _key({**identity, "rows": [lo, hi, n_all]})
-        if target.is_file() and read_attrs(target).get("resume_key") == resume_key:
+        if _finished(target, resume_key):
             return target  # done by an earlier run (a restarted job, a retried task)
     attrs = {
         "backbone": bb.spec,
@@ -255,6 +255,15 @@ def extract_embeddings(
 
 def _key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _finished(path: Path, key: str) -> bool:
+    """Whether ``path`` is a complete file written with resume key ``key`` (an unreadable one
+    is not: the writer replaces it)."""
+    try:
+        return path.is_file() and read_attrs(path).get("resume_key") == key
+    except OSError:
+        return False
 
 
 @contextmanager
