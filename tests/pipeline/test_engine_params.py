@@ -48,3 +48,11 @@ def test_flags_win_over_params(tmp_path):
 def test_bad_engine_settings_name_the_key(tmp_path, extract, match):
     with pytest.raises(ParamsError, match=match):
         load_params(_params(tmp_path, **extract))
+
+
+def test_shards_flag_needs_the_ray_engine(capsys):
+    from linprobe.pipeline.cli import main
+
+    assert main(["extract", "--backbone", "x", "--data", "d", "--out", "e.h5",
+                 "--shards", "4"]) == 2
+    assert "--shards 4 is for --engine ray" in capsys.readouterr().err

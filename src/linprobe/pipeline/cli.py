@@ -77,6 +77,9 @@ def cmd_extract(args: argparse.Namespace) -> None:
                              "itself; drop --shard")
         if ranked is not None and args.engine == "ray":
             raise ValueError("--engine ray cannot run under torchrun; use one or the other")
+    if args.shards is not None and args.engine != "ray":
+        raise ValueError(f"--shards {args.shards} is for --engine ray; for other engines use "
+                         "--shard I/N per process, or torchrun (one shard per rank)")
     args.shard = ranked or args.shard
     if ranked is not None:
         _extract_ranked(args)
