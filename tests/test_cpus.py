@@ -57,6 +57,19 @@ def test_taskset_one_core_gives_one_thread():
     assert out == ["1", "1", "1"]
 
 
+@pytest.mark.parametrize("omp, expected", [("1", "1"), ("64", "all"), ("garbage", "all"),
+                                            ("0", "all")])
+def test_auto_respects_omp_num_threads(omp, expected):
+    # torchrun sets OMP_NUM_THREADS=1 per rank; auto must not widen that to every core.
+    code = ("from linprobe.cpus import available_cores\n"
+            "from linprobe.threads import ThreadController\n"
+            "print(available_cores(), ThreadController('auto').available)\n")
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": omp}
+    cores, budget = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                   text=True, check=True).stdout.split()
+    assert budget == (cores if expected == "all" else expected)
+
+
 @pytest.mark.parametrize("value", [0, -1, "many", "0", True, 2.5, None, ""])
 def test_bad_threads_values_are_refused_naming_the_setting(value):
     with pytest.raises(ValueError, match=r"The 'threads' probe option must be 'auto' or an int >= 1"):

@@ -63,6 +63,15 @@ def available_cores(cpu_max: str | Path = CPU_MAX) -> int:
     return max(1, min(cores, quota) if quota else cores)
 
 
+def thread_budget(cpu_max: str | Path = CPU_MAX) -> int:
+    """The most threads ``auto`` runs: :func:`available_cores`, capped by ``OMP_NUM_THREADS``
+    when it holds an int >= 1 (a user's or launcher's limit: torchrun sets 1 per rank so that N
+    ranks do not oversubscribe the cores)."""
+    cores = available_cores(cpu_max)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(cores, int(env)) if env.isdigit() and int(env) >= 1 else cores
+
+
 def parse_threads(value: Any, name: str = "threads", kind: str = "parameter", *,
                   warn: bool = True) -> int | str:
     """A ``threads`` setting: 'auto', or an int >= 1 (also as text). A count above the available

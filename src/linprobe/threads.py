@@ -21,7 +21,7 @@ from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, ContextManager
 
-from linprobe.cpus import CpuMonitor, available_cores, threads_for
+from linprobe.cpus import CpuMonitor, thread_budget, threads_for
 
 # The rate counts as dropped below this share of the reference (the first units' rate).
 BUSY_RATIO = 0.6
@@ -70,7 +70,7 @@ class ThreadController:
                  monitor: CpuMonitor | None = None, recheck: float = 1.0,
                  unit: str = "img") -> None:
         self.setting, self.unit, self.recheck = setting, unit, recheck
-        self.available = available or available_cores()
+        self.available = available or thread_budget()
         self.auto = setting == "auto"
         self.monitor = (monitor or CpuMonitor()) if self.auto else None
         self.threads = self.available if self.auto else int(setting)

@@ -16,7 +16,8 @@ from linprobe.cpus import parse_threads
 from linprobe.features.croploss import RESIZE_MODES
 
 __all__ = [
-    "DEVICES", "ON_ERROR", "PRECISIONS", "PRECISION_ALIASES", "RESIZE_MODES", "DEFAULT_INIT_SEED",
+    "DEVICES", "ENGINES", "ON_ERROR", "PRECISIONS", "PRECISION_ALIASES", "RESIZE_MODES",
+    "DEFAULT_INIT_SEED",
     "ExtractConfig", "SplitConfig", "is_random_init", "check_init_seed", "with_options",
 ]
 
@@ -24,6 +25,8 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # the library also takes "cu
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 ON_ERROR: tuple[str, ...] = ("fail", "skip")
+# Who runs the shards of `linprobe extract` (pipeline.ray_engine); under torchrun the ranks do.
+ENGINES: tuple[str, ...] = ("local", "ray")
 IMAGE_SIZE_MIN = 8  # px; smaller inputs vanish in the backbones' stride-32 downsampling
 DEFAULT_INIT_SEED = 0  # random-init weights when no init_seed is given
 _CUDA_N = re.compile(r"^cuda:\d+$")

@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -38,10 +38,12 @@ from linprobe.features.config import (
     with_options,
 )
 from linprobe.features.croploss import crop_loss_summary, crop_warning, read_sizes, sample_paths
-from linprobe.features.datasets import ImageDataset, load_dataset
+from linprobe.features.datasets import load_dataset
 from linprobe.features.forward import embed, forward_rows, normaliser, prepare_model
 from linprobe.features.images import ImageDecodeError
 from linprobe.features.loader import DecodedBatches, decode_pool
+from linprobe.features.shards import Shard, kill_hook, shard_path, shard_rows
+from linprobe.features.store import read_attrs
 from linprobe.features.writer import EmbeddingWriter
 from linprobe.threads import ThreadController, apply_threads, limit_threads
 
@@ -135,6 +137,7 @@ def extract_embeddings(
     split: SplitConfig | None = None,
     *,
     progress: bool = True,
+    shard: Shard | None = None,
     **options: Any,
 ) -> Path:
     """Embed every image of ``data`` (folder or CSV manifest) with ``backbone``; write ``out``.
@@ -151,6 +154,10 @@ def extract_embeddings(
     images. ``on_error='skip'`` leaves unreadable images out (recorded in the ``skipped`` attr);
     ``'fail'`` raises naming the file. ``num_workers=None`` picks a count for the cores and
     device (see default_num_workers). Returns ``Path(out)``.
+
+    ``shard``: embed only that shard's rows (``features.shards``: whole batches of the
+    single-process grid) into ``shard_path(out, shard)``, its own resumable file keyed also by
+    its rows; a complete shard file with that key is kept as it is. Returns the shard's path.
     """
     cfg, sp = with_options(config or ExtractConfig(), split or SplitConfig(), options)
     check_init_seed(backbone, cfg.init_seed)  # before any work
@@ -168,6 +175,9 @@ def extract_embeddings(
     warning = crop_warning(crop_loss, cfg.resize)
     if warning:
         print(f"linprobe: warning: {warning}", file=sys.stderr)
+    n_all = len(ds)
+    lo, hi = shard_rows(shard, n_all, cfg.batch_size) if shard is not None else (0, n_all)
+    paths = ds.paths()[lo:hi]
     identity = {
         "format": _FORMAT,
         "backbone": bb.spec,
@@ -179,7 +189,12 @@ def extract_embeddings(
         "device_type": dev.type,
         "precision": prec,
     }
-    resume_key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    resume_key = _key(identity)
+    target, whole_key = Path(out), resume_key
+    if shard is not None:  # keyed by its rows too: a shard of another grid is never resumed
+        target, resume_key = shard_path(out, shard), _key({**identity, "rows": [lo, hi, n_all]})
+        if _finished(target, resume_key):
+            return target  # done by an earlier run (a restarted job, a retried task)
     attrs = {
         "backbone": bb.spec,
         "weights": bb.weights,
@@ -204,26 +219,30 @@ def extract_embeddings(
         **({"init_seed": DEFAULT_INIT_SEED if cfg.init_seed is None else cfg.init_seed}
            if is_random_init(backbone) else {}),
         **ds.scan.attrs(),  # left_out, left_out_total
+        # What `linprobe merge` checks and removes: rows [start, stop) of total, the whole key.
+        **({"shard": {"index": shard.index, "count": shard.count, "rows": [lo, hi],
+                      "total": n_all, "key": whole_key}} if shard is not None else {}),
     }
     with EmbeddingWriter(
-        out,
-        ids=ds.ids,
-        labels=ds.labels,
-        split=ds.split,
+        target,
+        ids=ds.ids[lo:hi],
+        labels=ds.labels[lo:hi],
+        split=ds.split[lo:hi],
         embed_dim=bb.embed_dim,
         resume_key=resume_key,
         attrs=attrs,
         chunk_rows=cfg.batch_size,
-        sources=ds.paths(),  # their stats tell a resume which images changed since
+        sources=paths,  # their stats tell a resume which images changed since
     ) as writer:
         if cfg.on_error == "fail" and writer.skipped:
             first = writer.skipped[0]
-            raise ImageDecodeError(ds.paths()[first["index"]], first["reason"], _SKIP_FIX)
+            raise ImageDecodeError(paths[first["index"]], first["reason"], _SKIP_FIX)
         # Preparing the model (BatchNorm folding) is part of loading it: outside the timed loop.
-        model = prepare_model(bb.model, dev, int(pre.crop)) if writer.start < len(ds) else None
+        model = prepare_model(bb.model, dev, int(pre.crop)) if writer.start < len(paths) else None
+        hook = kill_hook(out, shard) if shard is not None else None
         t0 = time.perf_counter()
         threads = ThreadController(cfg.threads, unit="img")
-        _run(model, ds, writer, pre, dev, prec, cfg, progress, threads)
+        _run(model, paths, writer, pre, dev, prec, cfg, progress, threads, hook)
         seconds = time.perf_counter() - t0
         done = writer.n - writer.start
         return writer.finish(
@@ -240,6 +259,19 @@ def extract_embeddings(
         )
 
 
+def _key(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _finished(path: Path, key: str) -> bool:
+    """Whether ``path`` is a complete file written with resume key ``key`` (an unreadable one
+    is not: the writer replaces it)."""
+    try:
+        return path.is_file() and read_attrs(path).get("resume_key") == key
+    except OSError:
+        return False
+
+
 @contextmanager
 def cudnn_autotune(dev: torch.device) -> Iterator[None]:
     """cuDNN benchmarks kernels for this run's fixed input size (on CUDA); the caller's
@@ -254,7 +286,7 @@ def cudnn_autotune(dev: torch.device) -> Iterator[None]:
 
 def _run(
     model: torch.nn.Module | None,
-    ds: ImageDataset,
+    paths: list[Path],
     writer: EmbeddingWriter,
     pre: Any,
     dev: torch.device,
@@ -262,12 +294,13 @@ def _run(
     cfg: ExtractConfig,
     progress: bool,
     threads: ThreadController,
+    after_batch: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Set up decoding (worker processes, or a thread pool in this process) and run the loop."""
-    start, n = writer.start, len(ds)
+    """Set up decoding (worker processes, or a thread pool in this process) and run the loop
+    over ``paths`` (the rows the writer holds)."""
+    start, n = writer.start, len(paths)
     if start >= n:
         return
-    paths = ds.paths()
     batch_size, workers = cfg.batch_size, cfg.num_workers
     if workers is None:
         workers = default_num_workers(n - start, batch_size, dev)
@@ -286,7 +319,7 @@ def _run(
         rows = forward_rows(model, dev, pre.crop, batch_size)
         with cudnn_autotune(dev):
             _loop(model, loader, paths, writer, pre, dev, prec, rows, cfg.on_error, progress,
-                  threads, batches)
+                  threads, batches, after_batch)
 
 
 def _loop(
@@ -302,6 +335,7 @@ def _loop(
     progress: bool,
     threads: ThreadController,
     batches: DecodedBatches,
+    after_batch: Callable[[int, int], None] | None = None,
 ) -> None:
     """Normalise -> forward (``rows`` images per call) -> append for each batch ``loader``
     yields, from writer.start. ``threads`` sets the threads of each batch (forward and decoding
@@ -346,6 +380,8 @@ def _loop(
                     batches.threads = min(k, width)
                 bar.set_postfix_str(threads.postfix(), refresh=False)
                 bar.update(b)
+                if after_batch is not None:
+                    after_batch(start, pos)
     except KeyboardInterrupt:
         print(
             f"\nlinprobe: interrupted after {writer.processed}/{n} images; "

@@ -15,7 +15,7 @@ from typing import NoReturn
 from linprobe.cpus import parse_threads
 from linprobe.diskio import WriteError
 from linprobe.features.config import (
-    DEFAULT_INIT_SEED, DEVICES, IMAGE_SIZE_MIN, ON_ERROR, PRECISIONS, RESIZE_MODES,
+    DEFAULT_INIT_SEED, DEVICES, ENGINES, IMAGE_SIZE_MIN, ON_ERROR, PRECISIONS, RESIZE_MODES,
     ExtractConfig, SplitConfig,
 )
 from linprobe.pipeline.interrupt import interrupted, run_interruptibly
@@ -59,13 +59,41 @@ def _image_size(text: str) -> int | None:
     return value
 
 
+def _shard(text: str):
+    """`--shard I/N` (features.shards)."""
+    from linprobe.features.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--shard ")) from None
+
+
 def cmd_extract(args: argparse.Namespace) -> None:
+    from linprobe.pipeline.distributed import torchrun_shard
+
     if args.seed is not None:
         raise ValueError("--seed was renamed to --split-seed (it seeds the train/val/test split; "
                          "random-init backbones take --init-seed)")
     if (args.params is None) != (args.name is None):
         raise ParamsError("--params and --name go together: the backbone's entry is "
                           "backbones.<name> in the params file")
+    args.engine, args.ray_address = _engine(args)
+    ranked = torchrun_shard()  # this rank's shard when torchrun started 2+ processes
+    if ranked is not None or args.engine == "ray":
+        if args.shard is not None:
+            raise ValueError(f"--shard {args.shard} cannot be combined with "
+                             f"{'torchrun' if ranked else '--engine ray'}, which shards the data "
+                             "itself; drop --shard")
+        if ranked is not None and args.engine == "ray":
+            raise ValueError("--engine ray cannot run under torchrun; use one or the other")
+    if args.shards is not None and args.engine != "ray":
+        raise ValueError(f"--shards {args.shards} is for --engine ray; for other engines use "
+                         "--shard I/N per process, or torchrun (one shard per rank)")
+    args.shard = ranked or args.shard
+    if ranked is not None:
+        _extract_ranked(args)
+        return
     with claim_outputs("extract", args):
         _extract(args)
 
@@ -93,11 +121,57 @@ def extract_configs(args: argparse.Namespace) -> tuple[ExtractConfig, SplitConfi
     return config, SplitConfig(args.val_fraction, args.test_fraction, args.split_seed)
 
 
+def _engine(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(engine, ray address): the flags, else extract.engine / extract.ray_address of --params."""
+    engine, address = args.engine, args.ray_address
+    if args.params is not None and (engine is None or address is None):
+        extract = load_params(args.params).extract
+        engine = engine or extract.engine
+        if engine == "ray":  # the params' address serves the params' (or the flag's) ray engine
+            address = address or extract.ray_address
+    engine = engine or "local"
+    if address is not None and engine != "ray":
+        raise ValueError(f"--ray-address {address} needs --engine ray (params: extract.engine: "
+                         "ray); add it, or drop the address")
+    return engine, address
+
+
 def _extract(args: argparse.Namespace) -> None:
     from linprobe.features.extract import extract_embeddings
 
     config, split = extract_configs(args)
-    out = extract_embeddings(args.backbone, args.data, args.out, config, split)
+    if args.engine == "ray":
+        from linprobe.pipeline.ray_engine import extract_on_ray
+
+        out = extract_on_ray(args.backbone, args.data, args.out, config, split,
+                             shards=args.shards, address=args.ray_address)
+    else:
+        out = extract_embeddings(args.backbone, args.data, args.out, config, split,
+                                 shard=args.shard)
+        if args.shard is not None:
+            print(f"shard {args.shard} written to {out}; once all {args.shard.count} are, "
+                  f"run `linprobe merge --out {args.out}`")
+            return
+    print(f"embeddings written to {out}")
+
+
+def _extract_ranked(args: argparse.Namespace) -> None:
+    """A torchrun rank: its shard under the lock of its shard file, then rank 0 merges."""
+    from linprobe.pipeline.distributed import extract_on_ranks
+
+    config, split = extract_configs(args)
+    out = extract_on_ranks(args.backbone, args.data, args.out, config, split,
+                           timeout_s=args.wait_timeout,
+                           claim=lambda: claim_outputs("extract", args))
+    print(f"embeddings written to {out}" if out is not None else
+          f"shard {args.shard} done; rank 0 merges it into {args.out}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from linprobe.features.merge import merge_shards
+
+    with claim_outputs("merge", args):
+        out = merge_shards(args.out, args.shards, remove=args.remove_shards)
     print(f"embeddings written to {out}")
 
 
@@ -260,7 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--params", type=Path, default=None,
                     help="params.yaml to read backbones.<--name>.layer and .init_seed from")
     ex.add_argument("--name", default=None, help="the backbone's name in params.yaml")
+    ex.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                    help="embed only shard I of N (0-based) into OUT.shards/; then `linprobe "
+                         "merge --out OUT` (under torchrun each rank takes RANK/WORLD_SIZE)")
+    ex.add_argument("--engine", choices=ENGINES, default=None,
+                    help="local (default; also each torchrun rank) or ray: one Ray task per "
+                         "shard, then merge (params: extract.engine)")
+    ex.add_argument("--ray-address", default=None,
+                    help="--engine ray: the cluster to join (default: RAY_ADDRESS, else a local "
+                         "instance on this machine; params: extract.ray_address)")
+    ex.add_argument("--shards", type=_positive_int, default=None,
+                    help="--engine ray: number of shards (default: one per GPU of the cluster, "
+                         "else one per node)")
+    ex.add_argument("--wait-timeout", type=float, default=24 * 3600.0,
+                    help="torchrun: seconds rank 0 waits for the other ranks' shards after its "
+                         "own before giving up (default: %(default)s)")
     ex.set_defaults(func=cmd_extract)
+
+    mg = sub.add_parser("merge", help="copy the shard files of --out into the one --out file")
+    mg.add_argument("--out", required=True, type=Path,
+                    help="the .h5 file whose shards (OUT.shards/) `extract --shard` wrote")
+    mg.add_argument("--shards", type=_positive_int, default=None,
+                    help="N of the I/N shards (default: the one N found)")
+    mg.add_argument("--remove-shards", action="store_true",
+                    help="delete the shard files once the merged file is written")
+    mg.set_defaults(func=cmd_merge)
 
     tr = sub.add_parser("train", help="fit one probe on an embeddings file, score it")
     tr.add_argument("--embeddings", required=True, type=Path)

@@ -152,10 +152,19 @@ def _plan(command: str, args: argparse.Namespace) -> tuple[list[Output], list[tu
         from linprobe.features.store import partial_path
 
         out = Output(Path(args.out), "--out", "embeddings")
+        if getattr(args, "shard", None) is not None:  # --shard, a torchrun rank: its own file
+            from linprobe.features.shards import shard_path
+
+            out = Output(shard_path(args.out, args.shard), "--out", "embeddings")
         inputs.append(("--data", Path(args.data)))
         if args.backbone.startswith("file:"):
             inputs.append(("--backbone", Path(args.backbone[len("file:"):])))
         return [out, Output(partial_path(out.path), "--out", "partial")], inputs, [out]
+    if command == "merge":
+        from linprobe.features.shards import shards_dir
+
+        out = Output(Path(args.out), "--out", "embeddings")
+        return [out], [("--out", shards_dir(args.out))], [out]
     if command == "train":
         emb = Path(args.embeddings)
         inputs.append(("--embeddings", emb))

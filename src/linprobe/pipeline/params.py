@@ -16,6 +16,7 @@ import yaml
 from linprobe.cpus import parse_threads
 from linprobe.features.config import (
     DEVICES,
+    ENGINES,
     IMAGE_SIZE_MIN,
     ON_ERROR,
     PRECISIONS,
@@ -74,6 +75,8 @@ class ExtractParams:
     precision: str = _X.precision
     on_error: str = _X.on_error
     threads: int | str = _X.threads      # read by `linprobe extract --params` (not in dvc.yaml)
+    engine: str = "local"            # local (this process; torchrun ranks) | ray (one task/shard)
+    ray_address: str | None = None   # ray engine: cluster address; None: RAY_ADDRESS, else local
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
 
     e = _Reader(source, top.get("extract", dict, {}), "extract")
     e.reject_unknown({"image_size", "resize", "batch_size", "device", "precision", "on_error",
-                      "threads"})
+                      "threads", "engine", "ray_address"})
     extract = ExtractParams(
         image_size=e.get("image_size", int, _X.image_size, low=IMAGE_SIZE_MIN, high=4096),
         resize=e.get("resize", str, _X.resize, choices=RESIZE_MODES),
@@ -196,6 +199,8 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         precision=e.get("precision", str, _X.precision, choices=PRECISIONS),
         on_error=e.get("on_error", str, _X.on_error, choices=ON_ERROR),
         threads=_threads(e),
+        engine=e.get("engine", str, "local", choices=ENGINES),
+        ray_address=e.get("ray_address", str, None),
     )
 
     b = _Reader(source, top.get("backbones", dict), "backbones")
