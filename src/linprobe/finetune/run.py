@@ -80,7 +80,9 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
 
     template, bb = build_net(spec, arm, C, image_size=ex.image_size, layer=ex.layer,
                             init_seed=ex.init_seed, seed=seed)
-    n_trainable, n_blocks = set_trainable(template, cfg.unfreeze_blocks())
+    # scratch trains every layer: frozen random blocks would only handicap it.
+    unfreeze = cfg.unfreeze_blocks() if arm == "finetune" else None
+    n_trainable, n_blocks = set_trainable(template, unfreeze)
     pre = replace(bb.preprocess, resize_mode=ex.resize)
     identity = {"format": _CHECK_FORMAT, "spec": bb.spec, "arm": arm, "config": cfg.to_dict(),
                 "preprocess": pre.to_dict(), "layer": ex.layer, "init_seed": ex.init_seed,
@@ -116,8 +118,8 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
     step_s = sum(per_epoch / h["images_per_s"] for h in history if h["images_per_s"] > 0)
     opt = {"adamw": "AdamW", "sgd": "SGD"}[cfg.optimizer]
     what = "fine-tune" if arm == "finetune" else "from scratch"
-    part_trained = "" if cfg.unfreeze_blocks() is None else \
-        f", last {cfg.unfreeze_blocks()} of {n_blocks} blocks"
+    part_trained = "" if unfreeze is None else \
+        f", last {unfreeze} of {n_blocks} blocks"
     result: RunMetrics = {
         "schema_version": SCHEMA_VERSION, "backbone": name, "backbone_spec": spec,
         "probe": arm, "probe_type": arm, "task": ds.task, "headline": HEADLINE[ds.task],
