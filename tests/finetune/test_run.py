@@ -96,3 +96,14 @@ def test_a_run_needs_val_images(tmp_path, capsys):
     params.write_text(raw)
     assert _run(params, tmp_path / "out") == 2
     assert "needs both: set data.val_fraction" in capsys.readouterr().err
+
+
+def test_a_foreign_file_at_an_output_is_never_overwritten(tmp_path, tiny_data, capsys):
+    params = write_params(tmp_path / "params.yaml", tiny_data)
+    model = ArtifactPaths(tmp_path / "out").finetuned_model("lite0", "finetune")
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"precious")
+    assert _run(params, tmp_path / "out") == 2
+    assert "is not a fine-tuned network (.safetensors) written by `linprobe finetune`" \
+        in capsys.readouterr().err
+    assert model.read_bytes() == b"precious"

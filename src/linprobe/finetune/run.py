@@ -167,9 +167,22 @@ def finetune_from_params(params_file: str | Path, backbone: str, arm: str,
                          out_dir: str | Path, *, progress: bool = True) -> RunMetrics:
     """``linprobe finetune``: the run of backbone ``backbone`` (a name in ``backbones:``) and
     ``arm`` with the data, extract, backbone, finetune and seed settings of a params file."""
-    from linprobe.pipeline.params import ParamsError, extract_config, load_params
+    from linprobe.pipeline.params import extract_config, load_params
 
     params = load_params(params_file)
+    check_run(params, backbone, arm)
+    entry = params.backbones[backbone]
+    return finetune_arm(params.data.path, entry.spec, arm, out_dir, params.finetune,
+                        backbone=backbone,
+                        extract=extract_config(params.extract, entry),
+                        split=params.data.split_config(), seed=params.seed, progress=progress)
+
+
+def check_run(params, backbone: str, arm: str) -> None:
+    """Refuse a (backbone, arm) that the params file's ``backbones`` and ``finetune`` sections
+    do not ask for (before any output path is made from the names)."""
+    from linprobe.pipeline.params import ParamsError
+
     src, ft = params.source, params.finetune
     if backbone not in params.backbones:
         raise ParamsError(f"{src}: backbones.{backbone} is not defined; defined backbones: "
@@ -180,7 +193,3 @@ def finetune_from_params(params_file: str | Path, backbone: str, arm: str,
     if arm not in ft.arms:
         raise ParamsError(f"{src}: finetune.arms does not list {arm!r} (it lists "
                           f"{list(ft.arms)}); add it there to run it")
-    entry = params.backbones[backbone]
-    return finetune_arm(params.data.path, entry.spec, arm, out_dir, ft, backbone=backbone,
-                        extract=extract_config(params.extract, entry),
-                        split=params.data.split_config(), seed=params.seed, progress=progress)
