@@ -54,7 +54,8 @@ def ours(args, net, folder: tv_datasets.ImageFolder, pre, dev, prec) -> float:
     workers = default_workers(dev, None)
     threads = torch.get_num_threads() if workers == 0 else 1
     with decode_pool(threads) as pool:
-        s = Setup(make_net=lambda: net, config=cfg, train=Split(paths, labels), val=Split([], labels[:0]),
+        s = Setup(make_net=lambda: net, config=cfg, train=Split(paths, labels),
+                  val=Split([], labels[:0]),
                   pre=pre, task="multiclass", n_classes=len(folder.classes), device=dev,
                   precision=prec, seed=0, checkpoints=Path("/nonexistent"), key="", score=None,
                   batches=None, pool=pool if workers == 0 else None, threads=threads,
@@ -115,7 +116,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="lite:efficientnet-lite0")
     ap.add_argument("--image-size", type=int, default=112)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--images", type=int, default=512, help="images per epoch (a class-mixed subset)")
+    ap.add_argument("--images", type=int, default=512,
+                    help="images per epoch (a class-mixed subset)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tutorial-workers", type=int, default=min(4, os.cpu_count() or 1),

@@ -107,3 +107,19 @@ def test_a_foreign_file_at_an_output_is_never_overwritten(tmp_path, tiny_data, c
     assert "is not a fine-tuned network (.safetensors) written by `linprobe finetune`" \
         in capsys.readouterr().err
     assert model.read_bytes() == b"precious"
+
+
+def test_multilabel_runs_write_the_probe_schema(tmp_path, one_torch_thread):
+    from tests.models.mosaic import copy_mosaic_slice
+
+    manifest = copy_mosaic_slice(tmp_path / "data", {"train": 16, "val": 8, "test": 8})
+    params = write_params(tmp_path / "params.yaml", manifest, epochs=1, warmup_epochs=0,
+                          class_weight="balanced")
+    assert _run(params, tmp_path / "out", arm="finetune") == 0
+    paths = ArtifactPaths(tmp_path / "out").finetune_run("lite0", "finetune")
+    m = read_metrics(paths["metrics"])
+    assert m["task"] == "multilabel" and m["headline"] == "mAP" and "mAP" in m["test_ci"]
+    assert m["selection"]["metric"] == "mAP" and set(m["pr_curves"]) <= set(m["class_names"])
+    scores = np.load(paths["scores"])
+    assert scores.shape == (8, len(m["class_names"])) and ((scores >= 0) & (scores <= 1)).all()
+    assert len(read_predictions(paths["predictions"]).ids) == 8

@@ -29,7 +29,7 @@ from linprobe.features.extract import _device_name, resolve_device, resolve_prec
 from linprobe.features.loader import DecodedBatches, decode_pool
 from linprobe.finetune.config import ARMS, FinetuneConfig
 from linprobe.finetune.data import checked, default_workers, loader
-from linprobe.finetune.loop import LrResult, Setup, Split, predict, train_lr
+from linprobe.finetune.loop import Setup, Split, predict, train_lr
 from linprobe.finetune.model import arm_spec, build_net, save_bytes, set_trainable
 from linprobe.schema import HEADLINE, SCHEMA_VERSION, SPLIT_CODES, ArtifactPaths, RunMetrics
 
