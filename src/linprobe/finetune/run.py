@@ -25,7 +25,8 @@ import torch
 
 from linprobe.features.config import ExtractConfig, SplitConfig
 from linprobe.features.datasets import load_dataset
-from linprobe.features.extract import _device_name, resolve_device, resolve_precision
+from linprobe.features.extract import (_device_name, cudnn_autotune, resolve_device,
+                                       resolve_precision)
 from linprobe.features.loader import DecodedBatches, decode_pool
 from linprobe.finetune.config import ARMS, FinetuneConfig
 from linprobe.finetune.data import checked, default_workers, loader
@@ -92,7 +93,7 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
     workers = default_workers(dev, cfg.workers)
     threads = torch.get_num_threads() if workers == 0 else 1
     t0 = time.perf_counter()
-    with decode_pool(threads) as pool:
+    with decode_pool(threads) as pool, cudnn_autotune(dev):
         def batches(p: list[Path]):
             return checked(loader(DecodedBatches(p, cfg.batch_size, pre, pool, threads), dev,
                                    workers), p, cfg.batch_size)
