@@ -44,6 +44,8 @@ class ArtifactPaths:
         predictions/<backbone>/<probe>.csv             linprobe train: PREDICTION_HEADER rows
         predictions/<backbone>/<probe>.scores.npy      linprobe train: (n_test, C) float32
         metrics/<backbone>/<probe>.json                linprobe train: RunMetrics (written last)
+        probes/<backbone>/<arm>.safetensors            linprobe finetune: the trained network
+        .finetune-ckpt/<backbone>/<arm>/               linprobe finetune: per-epoch checkpoints
         report/index.html                              linprobe report
         plots/learning_curves/<backbone>-<probe>.csv   linprobe report --plots-dir
     """
@@ -104,6 +106,21 @@ class ArtifactPaths:
                 "scores": self.scores(backbone, probe),
                 "metrics": self.metrics(backbone, probe)}
 
+    def finetuned_model(self, backbone: str, arm: str) -> Path:
+        """A fine-tune arm's trained network (backbone + head): safetensors, no pickle."""
+        return self.probes_dir / backbone / f"{arm}.safetensors"
+
+    def finetune_run(self, backbone: str, arm: str) -> dict[str, Path]:
+        """The files one ``linprobe finetune`` run writes: :meth:`run`'s, with the trained
+        network in place of the probe's joblib; the metrics file last."""
+        return {"model": self.finetuned_model(backbone, arm),
+                **{k: v for k, v in self.run(backbone, arm).items() if k != "probe"}}
+
+    def finetune_checkpoints(self, backbone: str, arm: str) -> Path:
+        """Folder of a fine-tune run's per-epoch checkpoints. Outside every DVC out (a hidden
+        folder of the root), so a re-run after a kill resumes although DVC removed the outs."""
+        return self.root / ".finetune-ckpt" / backbone / arm
+
     def metrics_files(self) -> list[Path]:
         """Every run's metrics file, sorted by (backbone, probe)."""
         return sorted(self.metrics_dir.glob("*/*.json"))
@@ -159,6 +176,31 @@ class RunMetrics(TypedDict, total=False):
     confusion_matrix: list[list[int]]    # multiclass: rows actual, columns predicted
     pr_curves: dict[str, dict[str, list[float]]]  # multilabel: class -> precision, recall
     few_shot: dict[str, Any]             # k, mean, std, seeds, metric, seconds
+    # Fine-tune arms (probe "finetune" / "scratch") only:
+    history: list[EpochRecord]           # every epoch of every lr in the grid, in run order
+    train_cost: TrainCost
+
+
+class EpochRecord(TypedDict):
+    """One epoch of a fine-tune run (``RunMetrics.history``)."""
+
+    lr: float              # the grid's peak learning rate this run trains with
+    epoch: int             # 1-based
+    lr_end: float          # the scheduled learning rate at the epoch's last step
+    train_loss: float      # mean training loss over the epoch
+    val: float | None      # the val metric (``selection.metric``) after the epoch
+    seconds: float         # training + val scoring time of the epoch
+    images_per_s: float    # training images per second (augmented, forward + backward)
+
+
+class TrainCost(TypedDict, total=False):
+    """A fine-tune run's cost (``RunMetrics.train_cost``), next to extraction's."""
+
+    seconds: float         # all epochs of all lrs, training + val scoring
+    images_per_s: float    # training images per second over all epochs
+    epochs: int            # epochs run (all lrs)
+    device: str
+    precision: str
 
 
 def _json_types(hint: Any) -> tuple[type, ...]:
@@ -170,6 +212,8 @@ def _json_types(hint: Any) -> tuple[type, ...]:
         return (origin,)
     if hint is Any:
         return (object,)
+    if typing.is_typeddict(hint):
+        return (dict,)
     return {float: (int, float), type(None): (type(None),)}.get(hint, (hint,))
 
 

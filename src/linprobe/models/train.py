@@ -33,8 +33,7 @@ from sklearn.pipeline import Pipeline
 
 from linprobe.features.scan import require_classes
 from linprobe.features.store import EmbeddingSet, read_embeddings
-from linprobe.schema import (HEADLINE, PREDICTION_HEADER, SCHEMA_VERSION, TASKS, ArtifactPaths,
-                             RunMetrics)
+from linprobe.schema import HEADLINE, SCHEMA_VERSION, TASKS, ArtifactPaths, RunMetrics
 from linprobe.threads import ThreadController, fit_scope, fit_threads
 
 from . import metrics as M
@@ -43,12 +42,8 @@ from .options import ProbeOptions, resolve_options
 from . import persist
 from .probes import (ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform,
                      probe_options, solver_name)
+from .runfiles import add_test_details, missing_classes, score_run, write_run
 from .selection import SCORERS, Selection, select
-from .uncertainty import bootstrap_ci
-
-CI_METRICS = {"multiclass": {"accuracy": lambda y, p: float(np.mean(y == p)),
-                             "balanced_accuracy": M.balanced_accuracy, "macro_f1": M.macro_f1},
-              "multilabel": {"mAP": M.mean_ap}}
 
 
 def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
@@ -73,7 +68,7 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     _check_embeddings(es, path)
     spec = get_probe(probe, es.task)
     opts = resolve_options(given, es.task, es.class_names)
-    C, multilabel = len(es.class_names), es.task == "multilabel"
+    C = len(es.class_names)
     tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
     tv = tr | va
 
@@ -112,7 +107,8 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                       "n_iter": sel.n_iter,
                       "seconds": round(sel.seconds, 3)},
         "per_class": test["per_class"],
-        "missing_classes": _missing(es),
+        "missing_classes": missing_classes(es.labels, {"train": tr, "val": va, "test": te},
+                                           es.class_names, es.task),
         "options": _options_json(opts, given),
         "score_kind": kind,
         "solver": solver_name(spec, opts),
@@ -121,10 +117,7 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         "threads": threads.record(),
         "seed": int(seed),
     }
-    if multilabel:
-        result["pr_curves"] = test["pr_curves"]
-    else:
-        result["confusion_matrix"] = test["confusion_matrix"]
+    add_test_details(result, es.task, test)
     if opts.few_shot:
         t0 = time.perf_counter()
         X_tr, y_tr, _ = es.subset("train")
@@ -137,7 +130,8 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                 metric=HEADLINE[es.task], base_seed=seed)
         result["few_shot"]["seconds"] = round(time.perf_counter() - t0, 3)
 
-    _write(Path(out_dir), path.stem, name, model, result, es, ids_te, y_te, pred, scores)
+    write_run(ArtifactPaths(out_dir).run(path.stem, name), persist.model(model), result,
+              es.class_names, es.task, ids_te, y_te, pred, scores)
     return result
 
 
@@ -174,24 +168,11 @@ def _evaluate(model: Pipeline, sel: Selection, X_te: np.ndarray, y_te: np.ndarra
               es: EmbeddingSet, opts: ProbeOptions, seed: int):
     """Score test once: (test metrics, val summary, test predictions, scores (n, C), score
     kind, bootstrap CIs of the headline metrics)."""
-    C = len(es.class_names)
-    scores, kind = M.full_scores(model, X_te, C)
-    if es.task == "multilabel":
-        thr = M.tune_thresholds(sel.eval_y, sel.eval_scores, 0.5 if kind == "probability" else 0.0)
-        test = M.multilabel_metrics(y_te, scores, thr, es.class_names)
-        val = M.multilabel_metrics(sel.eval_y, sel.eval_scores, thr, es.class_names)["summary"]
-        pred = (scores >= thr[None, :]).astype(np.uint8)
-        ci_args = {"mAP": (y_te, scores)}
-    else:
-        pred = model.predict(X_te).astype(np.int64)
-        test = M.multiclass_metrics(y_te, pred, scores, es.class_names)
-        val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1),
-                                   sel.eval_scores, es.class_names)["summary"]
-        ci_args = {name: (y_te, pred) for name in CI_METRICS["multiclass"]}
-    test_ci = {name: [_js(v) for v in bootstrap_ci(CI_METRICS[es.task][name], *args,
-                                                    n_boot=opts.n_boot, alpha=opts.alpha,
-                                                    seed=seed)]
-               for name, args in ci_args.items()}
+    scores, kind = M.full_scores(model, X_te, len(es.class_names))
+    pred = None if es.task == "multilabel" else model.predict(X_te)
+    test, val, pred, test_ci = score_run(es.task, es.class_names, y_te, scores, kind,
+                                         sel.eval_y, sel.eval_scores, n_boot=opts.n_boot,
+                                         alpha=opts.alpha, seed=seed, pred=pred)
     return test, val, pred, scores, kind, test_ci
 
 
@@ -224,17 +205,6 @@ def _check_embeddings(es: EmbeddingSet, path: Path) -> None:
                         "Re-extract with training images of 2 or more classes.")
 
 
-def _missing(es: EmbeddingSet) -> dict[str, list[str]]:
-    """Class names with no sample (multiclass) / no positive (multilabel) in each split."""
-    out = {}
-    for split in ("train", "val", "test"):
-        y = es.labels[es.mask(split)]
-        present = (y.sum(axis=0) > 0) if es.task == "multilabel" else \
-            np.isin(np.arange(len(es.class_names)), y)
-        out[split] = [c for c, p in zip(es.class_names, present) if not p]
-    return out
-
-
 def _options_json(opts: ProbeOptions, given: ProbeOptions) -> dict:
     """Every option of the run, resolved; class weights keyed by class name as given."""
     out = asdict(opts)
@@ -251,27 +221,3 @@ def _converged(clf) -> bool | None:
     est = getattr(clf, "estimators_", [clf])
     runs = [(np.max(e.n_iter_), e.max_iter) for e in est if hasattr(e, "n_iter_")]
     return all(bool(n < cap) for n, cap in runs) if runs else None
-
-
-def _js(v: float) -> float | None:
-    return float(v) if np.isfinite(v) else None
-
-
-def _write(out_dir: Path, backbone: str, probe: str, model, result: RunMetrics, es: EmbeddingSet,
-           ids: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndarray) -> None:
-    names = np.asarray(es.class_names, dtype=object)
-    if es.task == "multilabel":
-        rows = zip(ids, ("|".join(names[r.astype(bool)]) for r in y),
-                   ("|".join(names[r.astype(bool)]) for r in pred), scores.max(axis=1))
-    else:
-        rows = zip(ids, names[y], names[pred], scores[np.arange(len(pred)), pred])
-    rows = ((i, a, p, f"{float(s):.6g}") for i, a, p, s in rows)
-    paths = ArtifactPaths(out_dir).run(backbone, probe)
-    # Staged together, renamed together: a failure (disk full) leaves the previous set whole.
-    persist.write_all({
-        paths["probe"]: persist.model(model),
-        paths["predictions"]: persist.csv_rows(PREDICTION_HEADER, rows),
-        paths["scores"]: persist.array(scores),
-        # The metrics file goes last: its presence means the other artifacts are complete.
-        paths["metrics"]: persist.json_data(result),
-    })

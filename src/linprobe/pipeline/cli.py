@@ -222,6 +222,19 @@ def _with_threads(options, threads: int | str):
     return replace(options, threads=threads)
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from linprobe.finetune.run import check_run, finetune_from_params
+
+    check_run(load_params(args.params), args.backbone, args.arm)  # names become paths below
+    with claim_outputs("finetune", args):
+        metrics = run_interruptibly("finetune", finetune_from_params, args.params, args.backbone,
+                                    args.arm, args.out_dir)
+    headline = metrics["headline"]
+    value = metrics["test"].get(headline)
+    print(f"{args.backbone} / {args.arm}: test {headline} = {value:.4f}"
+          if isinstance(value, float) else f"trained {args.arm}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     with claim_outputs("report", args):
         _report(args)
@@ -373,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="threads per fit: auto (the free cores, re-read before each fit) or a "
                          "count; replaces the probe's 'threads' option")
     tr.set_defaults(func=cmd_train)
+
+    ft = sub.add_parser("finetune", help="train a fine-tune reference arm (finetune: pretrained "
+                        "weights, scratch: random init), score it like a probe")
+    ft.add_argument("--params", type=Path, default=Path("params.yaml"),
+                    help="reads data, extract, backbones, finetune and seed (default: %(default)s)")
+    ft.add_argument("--backbone", required=True, help="a backbone name of the params' backbones:")
+    ft.add_argument("--arm", required=True, choices=("finetune", "scratch"))
+    ft.add_argument("--out-dir", required=True, type=Path, help="artifacts root")
+    ft.set_defaults(func=cmd_finetune)
 
     rp = sub.add_parser("report", help="write the HTML report from the artifacts")
     rp.add_argument("--artifacts", required=True, type=Path)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from linprobe.cpus import parse_threads
+from linprobe.finetune.config import FinetuneConfig
 from linprobe.features.config import (
     DEVICES,
     ENGINES,
@@ -108,6 +109,7 @@ class Params:
     backbones: dict[str, BackboneParams]           # name -> spec (+ layer)
     probes: dict[str, ProbeEntry]                  # entry name -> probe + options
     seed: int = 0
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # backbones=(): off
     source: Path = field(default=Path("params.yaml"), compare=False)
 
 
@@ -175,7 +177,7 @@ def _kind_name(kind: type | tuple) -> str:
 def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
     """Validate the parsed YAML of params.yaml and return :class:`Params`."""
     top = _Reader(source, raw, "")
-    top.reject_unknown({"data", "extract", "backbones", "probes", "seed"})
+    top.reject_unknown({"data", "extract", "backbones", "probes", "seed", "finetune"})
 
     d = _Reader(source, top.get("data", dict), "data")
     d.reject_unknown({"path", "val_fraction", "test_fraction", "split_seed"})
@@ -225,8 +227,13 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         backbones[name] = BackboneParams(spec=spec, layer=entry.get("layer", str, _X.layer),
                                          init_seed=init_seed)
 
+    try:
+        finetune = FinetuneConfig.from_params(top.node.get("finetune"), source=str(source),
+                                              backbones=list(backbones))
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from None
     return Params(data=data, extract=extract, backbones=backbones, probes=_probes(source, top),
-                  seed=top.get("seed", int, 0), source=source)
+                  seed=top.get("seed", int, 0), finetune=finetune, source=source)
 
 
 def _probes(source: Path, top: _Reader) -> dict[str, ProbeEntry]:
