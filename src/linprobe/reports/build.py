@@ -115,9 +115,9 @@ def build_report(
     artifacts: the DVC artifacts directory (``metrics/``, ``predictions/``, ``embeddings/``).
     params_file: shown verbatim in the run metadata when given. gallery_limit: misclassified
     thumbnails per run. tsne_max: t-SNE is drawn when the test split has at most this many
-    samples. mmd_permutations: permutations of the train-vs-test MMD test. only: (backbone
-    names, probe names) of params.yaml; runs of other backbones or probes (left behind when one
-    is removed from params) are left out and counted in the report's header.
+    samples. mmd_permutations: permutations of the train-vs-test MMD test. only: the
+    (backbone, probe) runs of params.yaml (probes and fine-tune arms); other runs (left behind
+    when one is removed from params) are left out and counted in the report's header.
     Raises FileNotFoundError (naming the path, suggesting `dvc repro`) when there is nothing to
     report. The file is written to a temporary name and renamed, so a failed run never leaves
     a half-written report in place of the previous one.
