@@ -21,6 +21,7 @@ LITE_MODELS: tuple[str, ...] = ("efficientnet-lite0", "efficientnet-lite1", "eff
 # TF's eval preprocessing: centre crop of image_size / (image_size + 32), bilinear, (x - 127) / 128.
 _CROP_PADDING = 32
 _MEAN_STD = (0.5, 0.5, 0.5)
+NO_WEIGHTS = "none"  # lite:<model>:none = the architecture with random init
 
 
 def _package(name: str) -> tuple[str, str]:
@@ -63,14 +64,18 @@ def check_weights(name: str) -> str:
 
 
 def check(name: str, weights: str | None = None) -> None:
-    """What loading ``lite:<name>`` would refuse, without loading: a weights part, an unknown
-    model, a weights package not installed."""
-    if weights is not None:
+    """What loading ``lite:<name>[:none]`` would refuse, without loading: a weights part other
+    than 'none' (random init), an unknown model, a weights package not installed."""
+    if weights is not None and weights.lower() != NO_WEIGHTS:
         raise UnknownBackboneError(
-            f"'lite:' backbones take no weights part (ImageNet weights ship with the package). "
-            f"Got 'lite:{name}:{weights}'."
+            f"'lite:' backbones take no weights part (ImageNet weights ship with the package) "
+            f"except ':{NO_WEIGHTS}' (random init). Got 'lite:{name}:{weights}'."
         )
-    check_weights(name)
+    if weights is None:
+        check_weights(name)
+    elif name not in LITE_CONFIGS:
+        raise UnknownBackboneError(f"Unknown EfficientNet-Lite model {name!r}; known: "
+                                   f"{', '.join(LITE_CONFIGS)}.")
 
 
 def build_lite(name: str, *, same_padding: bool = True) -> EfficientNetLite:
@@ -102,13 +107,15 @@ def load_lite(
     """EfficientNet-Lite classifier; its embedding (B, 1280) is the input of ``_fc``.
 
     The network is fully convolutional, so ``image_size`` only changes the preprocessing.
-    ``weights`` must be None; ``offline`` does not apply (the weights are a pip package).
+    ``weights``: None (ImageNet) or 'none' (random init); ``offline`` does not apply (the weights are a pip package).
     """
     check(name, weights)
+    random = weights is not None  # check() allows only 'none'
     return LoadedNet(
-        spec=f"lite:{name}",
-        net=build_lite(name),
+        spec=f"lite:{name}" + (f":{NO_WEIGHTS}" if random else ""),
+        # Random init: torch's default initialisation, seeded by the caller (init_seed).
+        net=freeze(EfficientNetLite(LITE_CONFIGS[name])) if random else build_lite(name),
         preprocess=lite_preprocess(name).with_image_size(image_size),
-        weights="imagenet",
+        weights=NO_WEIGHTS if random else "imagenet",
         separate_head=_separate_lite_head,
     )
