@@ -20,6 +20,7 @@ from linprobe.features.store import EmbeddingSet, read_embeddings
 from linprobe.models.persist import write_csv, write_text
 from linprobe.reports import sections
 from linprobe.reports.collect import Only, load_backbone_attrs, load_runs, stale_runs
+from linprobe.reports.finetune_section import probe_vs_finetune
 from linprobe.reports.gallery import Thumbnails
 from linprobe.schema import ArtifactPaths
 
@@ -169,6 +170,7 @@ def build_report(
         "leaderboard": board,
         "stale_runs": stale,
         "overview": sections.overview(board),
+        "finetune": probe_vs_finetune(runs, attrs, artifacts),
         "probes": sorted({r.probe for r in runs}),
         "summary": summary,
         "learning_curves": sections.learning_curves(runs),
