@@ -25,11 +25,12 @@ import torch
 
 from linprobe.features.config import ExtractConfig, SplitConfig
 from linprobe.features.datasets import load_dataset
-from linprobe.features.extract import _device_name, resolve_device, resolve_precision
+from linprobe.features.extract import (_device_name, cudnn_autotune, resolve_device,
+                                       resolve_precision)
 from linprobe.features.loader import DecodedBatches, decode_pool
 from linprobe.finetune.config import ARMS, FinetuneConfig
 from linprobe.finetune.data import checked, default_workers, loader
-from linprobe.finetune.loop import LrResult, Setup, Split, predict, train_lr
+from linprobe.finetune.loop import Setup, Split, predict, train_lr
 from linprobe.finetune.model import arm_spec, build_net, save_bytes, set_trainable
 from linprobe.schema import HEADLINE, SCHEMA_VERSION, SPLIT_CODES, ArtifactPaths, RunMetrics
 
@@ -80,7 +81,9 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
 
     template, bb = build_net(spec, arm, C, image_size=ex.image_size, layer=ex.layer,
                             init_seed=ex.init_seed, seed=seed)
-    n_trainable, n_blocks = set_trainable(template, cfg.unfreeze_blocks())
+    # scratch trains every layer: frozen random blocks would only handicap it.
+    unfreeze = cfg.unfreeze_blocks() if arm == "finetune" else None
+    n_trainable, n_blocks = set_trainable(template, unfreeze)
     pre = replace(bb.preprocess, resize_mode=ex.resize)
     identity = {"format": _CHECK_FORMAT, "spec": bb.spec, "arm": arm, "config": cfg.to_dict(),
                 "preprocess": pre.to_dict(), "layer": ex.layer, "init_seed": ex.init_seed,
@@ -90,7 +93,7 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
     workers = default_workers(dev, cfg.workers)
     threads = torch.get_num_threads() if workers == 0 else 1
     t0 = time.perf_counter()
-    with decode_pool(threads) as pool:
+    with decode_pool(threads) as pool, cudnn_autotune(dev):
         def batches(p: list[Path]):
             return checked(loader(DecodedBatches(p, cfg.batch_size, pre, pool, threads), dev,
                                    workers), p, cfg.batch_size)
@@ -116,8 +119,8 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
     step_s = sum(per_epoch / h["images_per_s"] for h in history if h["images_per_s"] > 0)
     opt = {"adamw": "AdamW", "sgd": "SGD"}[cfg.optimizer]
     what = "fine-tune" if arm == "finetune" else "from scratch"
-    part_trained = "" if cfg.unfreeze_blocks() is None else \
-        f", last {cfg.unfreeze_blocks()} of {n_blocks} blocks"
+    part_trained = "" if unfreeze is None else \
+        f", last {unfreeze} of {n_blocks} blocks"
     result: RunMetrics = {
         "schema_version": SCHEMA_VERSION, "backbone": name, "backbone_spec": spec,
         "probe": arm, "probe_type": arm, "task": ds.task, "headline": HEADLINE[ds.task],
@@ -165,9 +168,22 @@ def finetune_from_params(params_file: str | Path, backbone: str, arm: str,
                          out_dir: str | Path, *, progress: bool = True) -> RunMetrics:
     """``linprobe finetune``: the run of backbone ``backbone`` (a name in ``backbones:``) and
     ``arm`` with the data, extract, backbone, finetune and seed settings of a params file."""
-    from linprobe.pipeline.params import ParamsError, extract_config, load_params
+    from linprobe.pipeline.params import extract_config, load_params
 
     params = load_params(params_file)
+    check_run(params, backbone, arm)
+    entry = params.backbones[backbone]
+    return finetune_arm(params.data.path, entry.spec, arm, out_dir, params.finetune,
+                        backbone=backbone,
+                        extract=extract_config(params.extract, entry),
+                        split=params.data.split_config(), seed=params.seed, progress=progress)
+
+
+def check_run(params, backbone: str, arm: str) -> None:
+    """Refuse a (backbone, arm) that the params file's ``backbones`` and ``finetune`` sections
+    do not ask for (before any output path is made from the names)."""
+    from linprobe.pipeline.params import ParamsError
+
     src, ft = params.source, params.finetune
     if backbone not in params.backbones:
         raise ParamsError(f"{src}: backbones.{backbone} is not defined; defined backbones: "
@@ -178,7 +194,3 @@ def finetune_from_params(params_file: str | Path, backbone: str, arm: str,
     if arm not in ft.arms:
         raise ParamsError(f"{src}: finetune.arms does not list {arm!r} (it lists "
                           f"{list(ft.arms)}); add it there to run it")
-    entry = params.backbones[backbone]
-    return finetune_arm(params.data.path, entry.spec, arm, out_dir, ft, backbone=backbone,
-                        extract=extract_config(params.extract, entry),
-                        split=params.data.split_config(), seed=params.seed, progress=progress)

@@ -125,10 +125,12 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from linprobe.finetune.run import finetune_from_params
+    from linprobe.finetune.run import check_run, finetune_from_params
 
-    metrics = run_interruptibly("finetune", finetune_from_params, args.params, args.backbone,
-                                args.arm, args.out_dir)
+    check_run(load_params(args.params), args.backbone, args.arm)  # names become paths below
+    with claim_outputs("finetune", args):
+        metrics = run_interruptibly("finetune", finetune_from_params, args.params, args.backbone,
+                                    args.arm, args.out_dir)
     headline = metrics["headline"]
     value = metrics["test"].get(headline)
     print(f"{args.backbone} / {args.arm}: test {headline} = {value:.4f}"

