@@ -52,9 +52,9 @@ demo-multilabel: setup
 # The demo with the fine-tune reference arms for EfficientNet-Lite0 next to the probes: `finetune`
 # (its ImageNet weights trained further) and `scratch` (the same network from random init), each
 # with a new linear head, trained on the demo's train split with the epoch chosen on val. Short
-# settings for a 2-core CPU (one learning rate, 5 epochs); switched on with `dvc exp run -S` as
+# settings for a 2-core CPU (one learning rate, 4 epochs); switched on with `dvc exp run -S` as
 # demo-multilabel does (`git checkout params.yaml` switches back).
-FT_SWITCH := -S 'finetune.backbones=[lite0]' -S finetune.epochs=5 -S 'finetune.lrs=[0.001]'
+FT_SWITCH := -S 'finetune.backbones=[lite0]' -S finetune.epochs=4 -S 'finetune.lrs=[0.001]'
 demo-finetune: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run $(FT_SWITCH)
 	@echo ""
