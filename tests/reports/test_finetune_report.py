@@ -19,7 +19,6 @@ from linprobe.features.config import ExtractConfig
 from linprobe.finetune.config import FinetuneConfig
 from linprobe.models.compare import compare_runs
 from linprobe.reports.build import build_report
-from linprobe.schema import ArtifactPaths
 from tests.reports.browser import chromium, open_page
 from tests.reports.realruns import DEMO_CLASSES, build_artifacts
 
