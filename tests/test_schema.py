@@ -55,6 +55,17 @@ def test_dvc_yaml_paths_are_the_schema_paths():
     assert f"--embeddings {ROOT.embeddings('B')} " in train["cmd"]
     assert f"--out-dir {ROOT.root} " in train["cmd"]
 
+    finetune = _stage("finetune", **{"item.backbone": "B", "item.arm": "A"})
+    tuned = ROOT.finetune_run("B", "A")
+    assert _paths(finetune["outs"]) == [tuned["model"], tuned["scores"]]
+    assert _paths(finetune["plots"]) == [tuned["predictions"]]
+    assert _paths(finetune["metrics"]) == [tuned["metrics"]]
+    assert _artifact_deps(finetune) == [ROOT.check_stamp]
+    assert f"--out-dir {ROOT.root}" in finetune["cmd"]
+    # The checkpoints are no out (DVC removes outs before a run; a killed run resumes from them).
+    outs = _paths(finetune["outs"] + finetune["plots"] + finetune["metrics"])
+    assert not any(ROOT.finetune_checkpoints("B", "A").is_relative_to(p) for p in outs)
+
     report = _stage("report")
     assert _artifact_deps(report) == [ROOT.embeddings_dir, ROOT.metrics_dir, ROOT.predictions_dir]
     assert _paths(report["outs"]) == [ROOT.report]

@@ -135,7 +135,9 @@ def dataset_warnings(ds: Any, resize: str) -> list[str]:
 
 def run_checks(params: Params) -> CheckReport:
     """All checks of `linprobe check`, cheapest first; nothing is written."""
-    problems = check_devices(params)
+    from linprobe.pipeline.finetune_stage import check_finetune
+
+    problems = check_devices(params) + check_finetune(params)
     ds, data_problems = load_data(params)
     problems += data_problems
     problems += check_probes(params, ds)

@@ -249,7 +249,10 @@ def _report(args: argparse.Namespace) -> None:
         # Only the runs params.yaml still asks for: DVC keeps the outputs of a removed
         # backbone's or probe's stages, and they must not be ranked beside fresh ones.
         params = load_params(args.params)
-        only = (set(params.backbones), set(params.probes))
+        from linprobe.pipeline.finetune_stage import finetune_runs
+
+        only = {(b, p) for b in params.backbones for p in params.probes}
+        only |= set(finetune_runs(params))
         stale = stale_runs(args.artifacts, only)
         if stale:
             print(f"linprobe: warning: {len(stale)} stale run(s) not in {params.source} left out of the "
@@ -290,7 +293,11 @@ def cmd_check(args: argparse.Namespace) -> None:
         from linprobe.models.persist import write_text
 
         write_text(args.stamp, STAMP_TEXT)
-    print(f"{params.source}: OK ({len(params.backbones)} backbones x {len(params.probes)} probes)")
+    from linprobe.pipeline.finetune_stage import finetune_runs
+
+    tuned = len(finetune_runs(params))
+    print(f"{params.source}: OK ({len(params.backbones)} backbones x {len(params.probes)} probes"
+          + (f", {tuned} fine-tune runs)" if tuned else ")"))
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,6 +20,7 @@ from linprobe.features.store import EmbeddingSet, read_embeddings
 from linprobe.models.persist import write_csv, write_text
 from linprobe.reports import sections
 from linprobe.reports.collect import Only, load_backbone_attrs, load_runs, stale_runs
+from linprobe.reports.finetune_section import probe_vs_finetune
 from linprobe.reports.gallery import Thumbnails
 from linprobe.schema import ArtifactPaths
 from linprobe.threads import describe
@@ -116,9 +117,9 @@ def build_report(
     artifacts: the DVC artifacts directory (``metrics/``, ``predictions/``, ``embeddings/``).
     params_file: shown verbatim in the run metadata when given. gallery_limit: misclassified
     thumbnails per run. tsne_max: t-SNE is drawn when the test split has at most this many
-    samples. mmd_permutations: permutations of the train-vs-test MMD test. only: (backbone
-    names, probe names) of params.yaml; runs of other backbones or probes (left behind when one
-    is removed from params) are left out and counted in the report's header.
+    samples. mmd_permutations: permutations of the train-vs-test MMD test. only: the
+    (backbone, probe) runs of params.yaml (probes and fine-tune arms); other runs (left behind
+    when one is removed from params) are left out and counted in the report's header.
     Raises FileNotFoundError (naming the path, suggesting `dvc repro`) when there is nothing to
     report. The file is written to a temporary name and renamed, so a failed run never leaves
     a half-written report in place of the previous one.
@@ -170,6 +171,7 @@ def build_report(
         "leaderboard": board,
         "stale_runs": stale,
         "overview": sections.overview(board),
+        "finetune": probe_vs_finetune(runs, attrs, artifacts),
         "probes": sorted({r.probe for r in runs}),
         "summary": summary,
         "learning_curves": sections.learning_curves(runs),

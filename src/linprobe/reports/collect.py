@@ -6,6 +6,7 @@ metrics keys may be missing; callers get ``None``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ def _missing_error(artifacts: Path, what: str) -> FileNotFoundError:
     )
 
 
-# (backbone names, probe names) of params.yaml: the runs a report shows; None = every run found.
-Only = tuple[set[str], set[str]] | None
+# The (backbone, probe) runs params.yaml asks for (probes and fine-tune arms): the runs a report
+# shows; None = every run found.
+Only = Collection[tuple[str, str]] | None
 
 
 def _metrics_paths(artifacts: Path) -> list[Path]:
@@ -66,8 +68,7 @@ def _metrics_paths(artifacts: Path) -> list[Path]:
 
 
 def _wanted(path: Path, only: Only) -> bool:
-    backbone, probe = ArtifactPaths.run_of(path)
-    return only is None or (backbone in only[0] and probe in only[1])
+    return only is None or ArtifactPaths.run_of(path) in only
 
 
 def stale_runs(artifacts: str | Path, only: Only) -> list[str]:
@@ -83,9 +84,10 @@ def load_runs(artifacts: str | Path, only: Only = None) -> list[Run]:
     artifacts = Path(artifacts)
     paths = [p for p in _metrics_paths(artifacts) if _wanted(p, only)]
     if not paths:
-        raise _missing_error(artifacts, f"no metrics JSON of the backbones {sorted(only[0])} x "
-                                        f"probes {sorted(only[1])} of the params file found "
-                                        f"under {ArtifactPaths(artifacts).metrics_dir}")
+        wanted = ", ".join("/".join(run) for run in sorted(only))
+        raise _missing_error(artifacts, f"no metrics JSON of the runs of the params file "
+                                        f"({wanted}) found under "
+                                        f"{ArtifactPaths(artifacts).metrics_dir}")
     layout, runs = ArtifactPaths(artifacts), []
     for path in paths:
         metrics = read_metrics(path)

@@ -13,11 +13,11 @@ import base64
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import matplotlib
 import matplotlib.lines
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -31,14 +31,15 @@ def png_uri(data: bytes) -> str:
 
 
 @contextmanager
-def _figure(width: float, height: float) -> Iterator[tuple[Figure, Axes]]:
-    """A standalone Figure (not registered with pyplot, freed when dropped) and its one Axes.
+def _figure(width: float, height: float, ncols: int = 1) -> Iterator[tuple[Figure, Any]]:
+    """A standalone Figure (not registered with pyplot, freed when dropped) and its Axes (one,
+    or an array of ``ncols`` side by side).
 
     The style applies while the figure is built and saved (``_fig_uri`` is called inside).
     """
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(width, height), dpi=96)
-        yield fig, fig.subplots()
+        yield fig, fig.subplots(1, ncols)
 
 
 def _fig_uri(fig: Figure) -> str:
@@ -143,4 +144,36 @@ def pr_curves_uri(curves: dict[str, dict]) -> str:
         ax.set_ylim(0, 1.02)
         if len(curves) <= 12:
             ax.legend(fontsize=6, frameon=False)
+        return _fig_uri(fig)
+
+
+def training_curves_uri(curves: Sequence[dict], metric: str) -> str:
+    """Per-epoch training loss (left) and val ``metric`` (right) of fine-tune runs, one line per
+    item {"label", "group" (one colour per group: the arm), "epoch" (list), "train_loss", "val"
+    (None where not scored), "chosen" (the selected epoch, or None: drawn dotted)}; the
+    selected epoch is ringed on the val curve."""
+    with _figure(8.0, 3.2, ncols=2) as (fig, (loss_ax, val_ax)):
+        cmap = matplotlib.colormaps["tab10"]
+        groups = list(dict.fromkeys(c["group"] for c in curves))
+        for c in curves:
+            colour = cmap(groups.index(c["group"]) % cmap.N)
+            style = {"marker": "o", "ms": 3, "color": colour, "label": c["label"],
+                     "lw": 1.4 if c.get("chosen") is not None else 1.0,
+                     "ls": "-" if c.get("chosen") is not None else ":"}
+            epoch = np.asarray(c["epoch"], dtype=float)
+            loss_ax.plot(epoch, c["train_loss"], **style)
+            val = np.array([np.nan if v is None else v for v in c["val"]], dtype=float)
+            val_ax.plot(epoch, val, **style)
+            if c.get("chosen") is not None and c["chosen"] in c["epoch"]:
+                at = c["epoch"].index(c["chosen"])
+                val_ax.plot([epoch[at]], [val[at]], marker="o", ms=9, mfc="none", mec=colour,
+                            mew=1.5, ls="")
+        for ax, label in ((loss_ax, "training loss"), (val_ax, f"val {metric}")):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            # Whole epochs only: a 2-epoch run must not show ticks at 1.25, 1.5, ...
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        val_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.tight_layout()
         return _fig_uri(fig)
