@@ -25,6 +25,10 @@ REL = ArtifactPaths("artifacts")
 TINY = {"epochs": 2, "lrs": [0.001], "batch_size": 16}  # seconds per run on one core
 
 
+# Real fine-tune trainings inside real `dvc repro` runs: minutes on 2 cores (CI runs -m slow).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, str]:
     """(project, output of its first `dvc repro` with the shipped finetune section: off)."""
