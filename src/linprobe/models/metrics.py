@@ -87,6 +87,50 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(2 * tp[used] / denom[used]))
 
 
+def confusion_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Confusion matrices of (y, pred) (n,) under sample weights, for many weightings at once:
+    f(W (m, n)) -> (m, K, K) float64 (rows = true class), K = 1 + the largest class index.
+    One sparse product; the weighted twin of :func:`_confusion` for bootstrap draw counts."""
+    y, pred = np.asarray(y, np.int64), np.asarray(pred, np.int64)
+    k = int(max(y.max(initial=0), pred.max(initial=0))) + 1
+    n = len(y)
+    E = sparse.csr_matrix((np.ones(n), (y * k + pred, np.arange(n))), shape=(k * k, n))
+    return lambda W: (E @ np.asarray(W, np.float64).T).T.reshape(-1, k, k)
+
+
+def accuracy_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Accuracy of (y, pred) (n,) under sample weights: f(W (m, n)) -> (m,)."""
+    correct = (np.asarray(y) == np.asarray(pred)).astype(np.float64)
+    return lambda W: (np.asarray(W, np.float64) @ correct) / np.sum(W, axis=1)
+
+
+def balanced_accuracy_weighted(y: np.ndarray, pred: np.ndarray
+                               ) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`balanced_accuracy` under sample weights: f(W (m, n)) -> (m,)."""
+    cm = confusion_weighted(y, pred)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        c = cm(W)
+        support = c.sum(axis=2)
+        recall = np.divide(np.diagonal(c, axis1=1, axis2=2), support, out=np.zeros(support.shape),
+                           where=support > 0)
+        return recall.sum(axis=1) / (support > 0).sum(axis=1)
+    return f
+
+
+def macro_f1_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`macro_f1` under sample weights: f(W (m, n)) -> (m,)."""
+    cm = confusion_weighted(y, pred)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        c = cm(W)
+        denom = c.sum(axis=1) + c.sum(axis=2)            # 2tp + fp + fn
+        f1 = np.divide(2 * np.diagonal(c, axis1=1, axis2=2), denom, out=np.zeros(denom.shape),
+                       where=denom > 0)
+        return f1.sum(axis=1) / (denom > 0).sum(axis=1)
+    return f
+
+
 def mean_ap(Y: np.ndarray, scores: np.ndarray) -> float:
     """Macro mAP over the classes with at least one positive in ``Y`` (NaN if none)."""
     present = Y.sum(axis=0) > 0
