@@ -50,7 +50,7 @@ from linprobe.models.options import LogregOptions, resolve_options  # noqa: E402
 from linprobe.models.probes import assemble, get_probe, make_normalizer  # noqa: E402
 from linprobe.models.selection import SCORERS  # noqa: E402
 from linprobe.models.train import CI_METRICS, train_probe  # noqa: E402
-from linprobe.models.uncertainty import bootstrap_ci, bootstrap_ci_weighted  # noqa: E402
+from linprobe.models.uncertainty import bootstrap_ci, bootstrap_cis_weighted  # noqa: E402
 from linprobe.schema import ArtifactPaths  # noqa: E402
 
 PROBE_ROWS = {"logreg-sklearn": ("logreg", {"solver": "sklearn"}),
@@ -116,8 +116,8 @@ def bootstrap_row(y: np.ndarray, pred: np.ndarray, loop: bool, n_boot: int = 100
     if loop:
         ci = {k: bootstrap_ci(f, y, pred, n_boot=n_boot, seed=0) for k, f in ROW_METRICS.items()}
     else:
-        ci = {k: bootstrap_ci_weighted(f(y, pred), len(y), n_boot=n_boot, seed=0)
-              for k, f in CI_METRICS["multiclass"].items()}
+        ci = bootstrap_cis_weighted({k: f(y, pred) for k, f in CI_METRICS["multiclass"].items()},
+                                    len(y), n_boot=n_boot, seed=0)     # as models/train.py
     return {"seconds": time.perf_counter() - t0, "passes": 0.0, "floor_s": 0.0, "ci": ci}
 
 

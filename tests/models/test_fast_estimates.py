@@ -12,7 +12,8 @@ from linprobe.models import metrics as M
 from linprobe.models.fewshot import few_shot_curve, sample_k_shot
 from linprobe.models.knn import CosineKNNClassifier
 from linprobe.models.probes import assemble, make_normalizer
-from linprobe.models.uncertainty import bootstrap_ci, bootstrap_ci_weighted, resample_counts
+from linprobe.models.uncertainty import (bootstrap_ci, bootstrap_ci_weighted, bootstrap_cis_weighted,
+                                         resample_counts)
 
 from .conftest import blobs, split_names
 
@@ -125,3 +126,26 @@ def test_few_shot_of_a_non_linear_probe_uses_its_score():
     assert len(calls) == 4 and len(out["scores"]) == 2
     ref = _reference_curve(build, X[tr], y[tr], X[te], y[te], [1, 3], 2, score)
     assert out["scores"] == [v for _, v in ref]
+
+
+def test_several_intervals_from_one_set_of_draws_equal_each_alone():
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 6, 300)
+    pred = np.where(rng.random(300) < 0.6, y, rng.integers(0, 6, 300))
+    stats = {name: weighted(y, pred) for name, (_, weighted) in ROW_METRICS.items()}
+    together = bootstrap_cis_weighted(stats, 300, n_boot=150, seed=5)
+    assert together == {name: bootstrap_ci_weighted(f, 300, n_boot=150, seed=5)
+                        for name, f in stats.items()}
+
+
+def test_confusion_of_many_classes_sums_each_cells_rows():
+    # 3000 classes: the one-hot product would be too large, so cells are summed by rows.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3000, 12000)
+    pred = np.where(rng.random(12000) < 0.5, y, rng.integers(0, 3000, 12000))
+    W = np.concatenate(list(resample_counts(12000, 3, seed=1)))
+    cm = M.confusion_weighted(y, pred)(W)
+    assert cm.shape == (3, 3000, 3000)
+    for w, c in zip(W, cm):
+        idx = np.repeat(np.arange(12000), w)
+        assert np.array_equal(c, M._confusion(y[idx], pred[idx]).astype(float)[:3000, :3000])

@@ -12,8 +12,10 @@ set is what streams data, so linear models are scored together in one pass (see
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -65,7 +67,7 @@ def few_shot_curve(build: Callable[[], object], X_train: np.ndarray, y_train: np
     draws = [sample_k_shot(y_train, k, seed=base_seed * 1000 + s)
              for k in kept for s in range(seeds)]
     models = []
-    with warnings.catch_warnings(), threadpool_limits(1):
+    with warnings.catch_warnings(), threadpool_limits(1), _one_torch_thread():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", message="Label .*present in all training")
         for idx in draws:
@@ -85,6 +87,20 @@ def few_shot_curve(build: Callable[[], object], X_train: np.ndarray, y_train: np
         out["scores"].append([float(x) for x in v])
         out["n_train"].append(int(np.mean([d.size for d in draws[i * seeds:(i + 1) * seeds]])))
     return out
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch (when a torch solver already loaded it) on one thread for the tiny fits."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(threads)
 
 
 def _linear_parts(model) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -90,18 +90,43 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
 def confusion_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Confusion matrices of (y, pred) (n,) under sample weights, for many weightings at once:
     f(W (m, n)) -> (m, K, K) float64 (rows = true class), K = 1 + the largest class index.
-    One sparse product; the weighted twin of :func:`_confusion` for bootstrap draw counts."""
+    The weighted twin of :func:`_confusion`, exact for integer weights such as bootstrap draw
+    counts: W times the (n, cells) one-hot matrix of the (true, predicted) cells that occur
+    (one BLAS product; float32 sums of integers are exact below 2**24), or, when that matrix
+    would be large (many classes), sums over each cell's rows."""
     y, pred = np.asarray(y, np.int64), np.asarray(pred, np.int64)
     k = int(max(y.max(initial=0), pred.max(initial=0))) + 1
     n = len(y)
-    E = sparse.csr_matrix((np.ones(n), (y * k + pred, np.arange(n))), shape=(k * k, n))
-    return lambda W: (E @ np.asarray(W, np.float64).T).T.reshape(-1, k, k)
+    cells, inv = np.unique(y * k + pred, return_inverse=True)
+    if len(cells) * n <= 1 << 25:
+        E = np.zeros((n, len(cells)), np.float32 if n < 1 << 24 else np.float64)
+        E[np.arange(n), inv] = 1
+
+        def sums(W: np.ndarray) -> np.ndarray:
+            return np.atleast_2d(W).astype(E.dtype) @ E
+    else:
+        order = np.argsort(inv, kind="stable")
+        starts = np.searchsorted(inv[order], np.arange(len(cells)))
+
+        def sums(W: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(np.atleast_2d(W)[:, order], starts, axis=1)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        s = sums(W)
+        out = np.zeros((s.shape[0], k * k))
+        out[:, cells] = s
+        return out.reshape(-1, k, k)
+    return f
 
 
 def accuracy_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Accuracy of (y, pred) (n,) under sample weights: f(W (m, n)) -> (m,)."""
     correct = (np.asarray(y) == np.asarray(pred)).astype(np.float64)
-    return lambda W: (np.asarray(W, np.float64) @ correct) / np.sum(W, axis=1)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        W = np.atleast_2d(W).astype(np.float64)
+        return (W @ correct) / W.sum(axis=1)
+    return f
 
 
 def balanced_accuracy_weighted(y: np.ndarray, pred: np.ndarray

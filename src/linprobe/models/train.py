@@ -43,7 +43,7 @@ from . import persist
 from .probes import (ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform,
                      probe_options, solver_name)
 from .selection import SCORERS, Selection, select
-from .uncertainty import bootstrap_ci_weighted
+from .uncertainty import bootstrap_cis_weighted
 
 # The test metrics that get bootstrap intervals, each as f(y, pred or scores) -> f(W) -> (m,):
 # the metric under resample draw counts W (m, n), so 1000 resamples cost a few array operations.
@@ -167,10 +167,10 @@ def _evaluate(model: Pipeline, sel: Selection, X_te: np.ndarray, y_te: np.ndarra
         val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1),
                                    sel.eval_scores, es.class_names)["summary"]
         ci_args = {name: (y_te, pred) for name in CI_METRICS["multiclass"]}
-    test_ci = {name: [_js(v) for v in bootstrap_ci_weighted(
-                   CI_METRICS[es.task][name](*args), len(y_te), n_boot=opts.n_boot,
-                   alpha=opts.alpha, seed=seed)]
-               for name, args in ci_args.items()}
+    cis = bootstrap_cis_weighted({name: CI_METRICS[es.task][name](*args)
+                                  for name, args in ci_args.items()},
+                                 len(y_te), n_boot=opts.n_boot, alpha=opts.alpha, seed=seed)
+    test_ci = {name: [_js(v) for v in ci] for name, ci in cis.items()}
     return test, val, pred, scores, kind, test_ci
 
 
