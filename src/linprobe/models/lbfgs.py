@@ -74,10 +74,11 @@ class Result:
 
 
 def minimize(loss: str, blocks: Callable[[], Iterable[Block]], W0, b0, r, *,
-             penalize_bias: bool, max_iter: int, tol: float,
+             penalize_bias: bool, max_iter: int, tol: float, min_iter: int = 0,
              reduce: Callable[[list], list] | None = None) -> Result:
     """L-BFGS (strong Wolfe, history 10) from W0 (K, D), b0 (K,) torch tensors until
-    max |gradient| <= tol (sklearn's lbfgs rule) or ``max_iter`` iterations.
+    max |gradient| <= tol (sklearn's lbfgs rule), after at least ``min_iter`` iterations (so a
+    warm start whose gradient is already under a loose tol still moves), or ``max_iter``.
 
     ``blocks()`` yields the problem's row blocks afresh for every evaluation; r (K,) the penalty
     per output row; ``reduce`` (optional) sums [loss, gW, gb] across processes (e.g. an
@@ -89,6 +90,9 @@ def minimize(loss: str, blocks: Callable[[], Iterable[Block]], W0, b0, r, *,
     b = b0.detach().clone().requires_grad_(True)
     r_col = r[:, None]
     n_evals = 0
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=0.0,
+                            tolerance_change=64 * np.finfo(float).eps, history_size=10,
+                            line_search_fn="strong_wolfe")
 
     def closure():
         nonlocal n_evals
@@ -104,13 +108,15 @@ def minimize(loss: str, blocks: Callable[[], Iterable[Block]], W0, b0, r, *,
             if penalize_bias:
                 value += 0.5 * float((r * b * b).sum(dtype=torch.float64))
                 gb += r * b
-        W.grad, b.grad = gW, gb
+            # The stopping rule lives here because torch's LBFGS knows only max |g| <=
+            # tolerance_grad (set to 0): a zeroed gradient satisfies the line search's curvature
+            # condition and then ends the run, at this point.
+            done = opt.state[opt._params[0]].get("n_iter", 0) >= min_iter and \
+                float(torch.maximum(gW.abs().max(), gb.abs().max())) <= tol
+        W.grad, b.grad = (gW.zero_(), gb.zero_()) if done else (gW, gb)
         n_evals += 1
         return torch.tensor(value, dtype=torch.float64)
 
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
-                            tolerance_change=64 * np.finfo(float).eps, history_size=10,
-                            line_search_fn="strong_wolfe")
     opt.step(closure)
-    n_iter = opt.state[opt._params[0]].get("n_iter", n_evals)
+    n_iter = opt.state[opt._params[0]].get("n_iter", 0)
     return Result(W.detach().cpu().numpy(), b.detach().cpu().numpy(), int(n_iter), n_evals)

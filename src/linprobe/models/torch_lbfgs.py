@@ -44,18 +44,21 @@ def torch_device(device: str):
 
 class TorchLinear(ClassifierMixin, BaseEstimator):
     """What the torch L-BFGS probes share: sklearn-style parameters (C, max_iter, tol,
-    class_weight, warm_start; ``device``: "auto" (cuda when available) | "cpu" | "cuda"), label
+    class_weight, warm_start; ``device``: "auto" (cuda when available) | "cpu" | "cuda";
+    ``min_iter``: iterations before the tol test counts, for warm starts at a loose tol), label
     checks, numpy decision values, and the copy into an equivalent fitted sklearn estimator.
     A fit sets ``n_passes_``: the full passes over X it made (see :mod:`.lbfgs`)."""
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
-                 class_weight=None, warm_start: bool = False, device: str = "auto"):
+                 class_weight=None, warm_start: bool = False, device: str = "auto",
+                 min_iter: int = 0):
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
         self.class_weight = class_weight
         self.warm_start = warm_start
         self.device = device
+        self.min_iter = min_iter
 
     def _labels(self, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Validated X (n, D) float32/float64, y (n,), classes (n_classes,), y as indices (n,)."""
@@ -124,7 +127,7 @@ class TorchLogisticRegression(TorchLinear):
         r = torch.full((k,), 1.0 / (float(self.C) * float(sw.sum())), dtype=Xt.dtype, device=dev)
         res = minimize("sigmoid" if k == 1 else "softmax", lambda: (blk,),
                        W0.to(dev), b0.to(dev), r, penalize_bias=False,
-                       max_iter=self.max_iter, tol=self.tol)
+                       max_iter=self.max_iter, tol=self.tol, min_iter=self.min_iter)
         self.classes_ = classes
         self.coef_, self.intercept_ = res.W, res.b
         self.n_iter_ = np.array([res.n_iter])

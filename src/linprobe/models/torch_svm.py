@@ -64,7 +64,7 @@ class TorchLinearSVC(TorchLinear):
         class_w = compute_class_weight(self.class_weight, classes=classes, y=y)
         Y, S = ovr_targets(y_idx, class_w)
         res = fit_squared_hinge(X, Y, S, self.C, self._init(Y.shape[1], X.shape[1], X.dtype),
-                                self.max_iter, self.tol, self.device)
+                                self.max_iter, self.tol, self.device, self.min_iter)
         self.classes_ = classes
         self.coef_, self.intercept_, self.n_iter_ = res.W, res.b, res.n_iter
         self.n_passes_ = res.n_passes
@@ -84,7 +84,7 @@ class TorchLinearSVC(TorchLinear):
 
 def fit_squared_hinge(X: np.ndarray, Y: np.ndarray, S: np.ndarray, C: float,
                       init: tuple["torch.Tensor", "torch.Tensor"], max_iter: int, tol: float,
-                      device: str) -> Result:
+                      device: str, min_iter: int = 0) -> Result:
     """Minimise the K problems of :func:`primal_objective` together.
 
     X (n, D) float32/float64; Y, S (n, K); init (W (K, D), b (K,)) torch tensors.
@@ -99,4 +99,4 @@ def fit_squared_hinge(X: np.ndarray, Y: np.ndarray, S: np.ndarray, C: float,
                 torch.from_numpy((S / n).astype(X.dtype)).to(dev))
     r = torch.full((K,), 1.0 / (float(C) * n), dtype=blk.X.dtype, device=dev)
     return minimize("squared_hinge", lambda: (blk,), init[0].to(dev), init[1].to(dev), r,
-                    penalize_bias=True, max_iter=max_iter, tol=tol)
+                    penalize_bias=True, max_iter=max_iter, tol=tol, min_iter=min_iter)
