@@ -178,7 +178,9 @@ def test_few_shot_in_train_probe_sees_only_train_rows(fmnist_small, tmp_path, mo
     real = train_mod.few_shot_curve
 
     def spy(build, X_train, y_train, *args, **kwargs):
-        seen["X"], seen["y"] = X_train.copy(), y_train.copy()
+        rows = kwargs.get("train_rows")          # X_train may be every split, read by row
+        seen["X"] = (X_train if rows is None else X_train[rows]).copy()
+        seen["y"] = y_train.copy()
         return real(build, X_train, y_train, *args, **kwargs)
 
     monkeypatch.setattr(train_mod, "few_shot_curve", spy)

@@ -87,6 +87,75 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(2 * tp[used] / denom[used]))
 
 
+def confusion_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Confusion matrices of (y, pred) (n,) under sample weights, for many weightings at once:
+    f(W (m, n)) -> (m, K, K) float64 (rows = true class), K = 1 + the largest class index.
+    The weighted twin of :func:`_confusion`, exact for integer weights such as bootstrap draw
+    counts: W times the (n, cells) one-hot matrix of the (true, predicted) cells that occur
+    (one BLAS product; float32 sums of integers are exact below 2**24), or, when that matrix
+    would be large (many classes), sums over each cell's rows."""
+    y, pred = np.asarray(y, np.int64), np.asarray(pred, np.int64)
+    k = int(max(y.max(initial=0), pred.max(initial=0))) + 1
+    n = len(y)
+    cells, inv = np.unique(y * k + pred, return_inverse=True)
+    if len(cells) * n <= 1 << 25:
+        E = np.zeros((n, len(cells)), np.float32 if n < 1 << 24 else np.float64)
+        E[np.arange(n), inv] = 1
+
+        def sums(W: np.ndarray) -> np.ndarray:
+            return np.atleast_2d(W).astype(E.dtype) @ E
+    else:
+        order = np.argsort(inv, kind="stable")
+        starts = np.searchsorted(inv[order], np.arange(len(cells)))
+
+        def sums(W: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(np.atleast_2d(W)[:, order], starts, axis=1)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        s = sums(W)
+        out = np.zeros((s.shape[0], k * k))
+        out[:, cells] = s
+        return out.reshape(-1, k, k)
+    return f
+
+
+def accuracy_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Accuracy of (y, pred) (n,) under sample weights: f(W (m, n)) -> (m,)."""
+    correct = (np.asarray(y) == np.asarray(pred)).astype(np.float64)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        W = np.atleast_2d(W).astype(np.float64)
+        return (W @ correct) / W.sum(axis=1)
+    return f
+
+
+def balanced_accuracy_weighted(y: np.ndarray, pred: np.ndarray
+                               ) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`balanced_accuracy` under sample weights: f(W (m, n)) -> (m,)."""
+    cm = confusion_weighted(y, pred)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        c = cm(W)
+        support = c.sum(axis=2)
+        recall = np.divide(np.diagonal(c, axis1=1, axis2=2), support, out=np.zeros(support.shape),
+                           where=support > 0)
+        return recall.sum(axis=1) / (support > 0).sum(axis=1)
+    return f
+
+
+def macro_f1_weighted(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`macro_f1` under sample weights: f(W (m, n)) -> (m,)."""
+    cm = confusion_weighted(y, pred)
+
+    def f(W: np.ndarray) -> np.ndarray:
+        c = cm(W)
+        denom = c.sum(axis=1) + c.sum(axis=2)            # 2tp + fp + fn
+        f1 = np.divide(2 * np.diagonal(c, axis1=1, axis2=2), denom, out=np.zeros(denom.shape),
+                       where=denom > 0)
+        return f1.sum(axis=1) / (denom > 0).sum(axis=1)
+    return f
+
+
 def mean_ap(Y: np.ndarray, scores: np.ndarray) -> float:
     """Macro mAP over the classes with at least one positive in ``Y`` (NaN if none)."""
     present = Y.sum(axis=0) > 0

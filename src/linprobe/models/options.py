@@ -26,7 +26,7 @@ SELECTION_METRICS: dict[str, tuple[str, ...]] = {
     "multiclass": ("accuracy", "balanced_accuracy", "macro_f1"),
     "multilabel": ("mAP", "micro_ap")}
 SCHEMES: tuple[str, ...] = ("val", "kfold")
-SEARCHES: tuple[str, ...] = ("grid", "refine")
+SEARCHES: tuple[str, ...] = ("grid", "refine", "path")
 SOLVERS: tuple[str, ...] = ("sklearn", "torch")
 SOLVER_DEVICES: tuple[str, ...] = DEVICES  # the extractor's choices: one list of devices
 C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 13))
@@ -141,6 +141,7 @@ class LinearOptions(ProbeOptions):
     """A linear classifier searched over its inverse regularisation C."""
     class_weight: str | dict[str, float] | None = None   # None | balanced | {class name: weight}
     search: str = "grid"                  # grid | refine (bisect the log grid around the best C)
+    #                                       | path (torch solvers; see models/selection.py)
     refine_steps: int = 3
     max_iter: int = 1000
     tol: float = 1e-4
@@ -148,6 +149,11 @@ class LinearOptions(ProbeOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _choice("search", self.search, SEARCHES)
+        solver = getattr(self, "solver", "sklearn")
+        if self.search == "path" and solver != "torch":
+            raise ValueError("The 'search' probe option 'path' needs solver: torch (it relies on "
+                             "the torch solvers' warm starts and minimum iterations). Got solver "
+                             f"{solver!r}; set solver: torch or search: grid.")
         _set(self, "refine_steps", _int("refine_steps", self.refine_steps, 0))
         _set(self, "max_iter", _int("max_iter", self.max_iter, 1))
         _set(self, "tol", _real("tol", self.tol, 0.0))

@@ -44,17 +44,21 @@ def torch_device(device: str):
 
 class TorchLinear(ClassifierMixin, BaseEstimator):
     """What the torch L-BFGS probes share: sklearn-style parameters (C, max_iter, tol,
-    class_weight, warm_start; ``device``: "auto" (cuda when available) | "cpu" | "cuda"), label
-    checks, numpy decision values, and the copy into an equivalent fitted sklearn estimator."""
+    class_weight, warm_start; ``device``: "auto" (cuda when available) | "cpu" | "cuda";
+    ``min_iter``: iterations before the tol test counts, for warm starts at a loose tol), label
+    checks, numpy decision values, and the copy into an equivalent fitted sklearn estimator.
+    A fit sets ``n_passes_``: the full passes over X it made (see :mod:`.lbfgs`)."""
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
-                 class_weight=None, warm_start: bool = False, device: str = "auto"):
+                 class_weight=None, warm_start: bool = False, device: str = "auto",
+                 min_iter: int = 0):
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
         self.class_weight = class_weight
         self.warm_start = warm_start
         self.device = device
+        self.min_iter = min_iter
 
     def _labels(self, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Validated X (n, D) float32/float64, y (n,), classes (n_classes,), y as indices (n,)."""
@@ -72,6 +76,14 @@ class TorchLinear(ClassifierMixin, BaseEstimator):
                 and self.coef_.shape == shape:
             return self.coef_, self.intercept_
         return None
+
+    def _init(self, k: int, d: int, dtype) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Starting point W (k, d), b (k,) on the CPU in ``dtype``: the previous fit's when
+        warm-starting and its shape fits, else zeros."""
+        import torch
+
+        W, b = self._warm_start_from((k, d)) or (np.zeros((k, d)), np.zeros(k))
+        return torch.from_numpy(np.array(W, dtype)), torch.from_numpy(np.array(b, dtype))
 
     def decision_function(self, X) -> np.ndarray:
         """(n, n_classes) decision values, or (n,) for 2 classes (as sklearn)."""
@@ -98,45 +110,28 @@ class TorchLogisticRegression(TorchLinear):
         """X (n, D) float32/float64, y (n,) labels."""
         import torch    # lazy: linprobe.models must not need torch
 
+        from .lbfgs import Block, minimize
+
         X, y, classes, y_idx = self._labels(X, y)
         dev = torch_device(self.device)
-        sw = compute_sample_weight(self.class_weight, y).astype(X.dtype)
-        Xt = torch.from_numpy(X).to(dev)
-        yt = torch.from_numpy(y_idx).to(dev)
-        swt = torch.from_numpy(sw).to(dev)
+        sw = compute_sample_weight(self.class_weight, y)
         k = 1 if len(classes) == 2 else len(classes)
-        W = torch.zeros((k, X.shape[1]), dtype=Xt.dtype, device=dev)
-        b = torch.zeros(k, dtype=Xt.dtype, device=dev)
-        init = self._warm_start_from((k, X.shape[1]))
-        if init is not None:
-            W.copy_(torch.from_numpy(np.asarray(init[0], X.dtype)))
-            b.copy_(torch.from_numpy(np.asarray(init[1], X.dtype)))
-        W.requires_grad_(True)
-        b.requires_grad_(True)
-        sw_sum = float(sw.sum())
-        opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=self.max_iter,
-                                tolerance_grad=self.tol, tolerance_change=64 * np.finfo(float).eps,
-                                history_size=10, line_search_fn="strong_wolfe")
-        n_eval = [0]
-
-        def closure():
-            opt.zero_grad()
-            logits = Xt @ W.T + b
-            if k == 1:
-                pointwise = torch.nn.functional.binary_cross_entropy_with_logits(
-                    logits[:, 0], yt.to(Xt.dtype), reduction="none")
-            else:
-                pointwise = torch.nn.functional.cross_entropy(logits, yt, reduction="none")
-            loss = ((swt * pointwise).sum() + (W * W).sum() / (2 * self.C)) / sw_sum
-            loss.backward()
-            n_eval[0] += 1
-            return loss
-
-        opt.step(closure)
+        # sklearn's objective divided by sum(w): weights w / sum(w), penalty 1 / (C sum(w)).
+        S = torch.from_numpy((sw / sw.sum()).astype(X.dtype)).to(dev)
+        Xt = torch.from_numpy(X).to(dev)
+        if k == 1:
+            blk = Block(Xt, torch.from_numpy(y_idx[:, None].astype(X.dtype)).to(dev), S[:, None])
+        else:
+            blk = Block(Xt, torch.from_numpy(y_idx.astype(np.int64)).to(dev), S)
+        W0, b0 = self._init(k, X.shape[1], X.dtype)
+        r = torch.full((k,), 1.0 / (float(self.C) * float(sw.sum())), dtype=Xt.dtype, device=dev)
+        res = minimize("sigmoid" if k == 1 else "softmax", lambda: (blk,),
+                       W0.to(dev), b0.to(dev), r, penalize_bias=False,
+                       max_iter=self.max_iter, tol=self.tol, min_iter=self.min_iter)
         self.classes_ = classes
-        self.coef_ = W.detach().cpu().numpy()
-        self.intercept_ = b.detach().cpu().numpy()
-        self.n_iter_ = np.array([opt.state[opt._params[0]].get("n_iter", n_eval[0])])
+        self.coef_, self.intercept_ = res.W, res.b
+        self.n_iter_ = np.array([res.n_iter])
+        self.n_passes_ = res.n_passes
         return self
 
     def predict_proba(self, X) -> np.ndarray:

@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_class_weight
 
+from .lbfgs import Block, Result, minimize
 from .torch_lbfgs import TorchLinear, torch_device
 
 
@@ -62,11 +63,11 @@ class TorchLinearSVC(TorchLinear):
         X, y, classes, y_idx = self._labels(X, y)
         class_w = compute_class_weight(self.class_weight, classes=classes, y=y)
         Y, S = ovr_targets(y_idx, class_w)
-        init = self._warm_start_from((Y.shape[1], X.shape[1]))
-        W, b, n_iter = fit_squared_hinge(X, Y, S, self.C, init, self.max_iter, self.tol,
-                                         self.device)
+        res = fit_squared_hinge(X, Y, S, self.C, self._init(Y.shape[1], X.shape[1], X.dtype),
+                                self.max_iter, self.tol, self.device, self.min_iter)
         self.classes_ = classes
-        self.coef_, self.intercept_, self.n_iter_ = W, b, n_iter
+        self.coef_, self.intercept_, self.n_iter_ = res.W, res.b, res.n_iter
+        self.n_passes_ = res.n_passes
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -82,42 +83,20 @@ class TorchLinearSVC(TorchLinear):
 
 
 def fit_squared_hinge(X: np.ndarray, Y: np.ndarray, S: np.ndarray, C: float,
-                      init: tuple[np.ndarray, np.ndarray] | None, max_iter: int, tol: float,
-                      device: str) -> tuple[np.ndarray, np.ndarray, int]:
+                      init: tuple["torch.Tensor", "torch.Tensor"], max_iter: int, tol: float,
+                      device: str, min_iter: int = 0) -> Result:
     """Minimise the K problems of :func:`primal_objective` together.
 
-    X (n, D) float32/float64; Y, S (n, K); init (W (K, D), b (K,)) or None (zeros).
-    Returns W (K, D), b (K,) in X's dtype and the number of L-BFGS iterations.
+    X (n, D) float32/float64; Y, S (n, K); init (W (K, D), b (K,)) torch tensors.
+    Returns W (K, D), b (K,) in X's dtype, the L-BFGS iterations and the passes over X.
     """
     import torch    # lazy: linprobe.models must not need torch
 
     dev = torch_device(device)
     n, K = Y.shape
-    Xt = torch.from_numpy(X).to(dev)
-    Yt = torch.from_numpy(Y.astype(X.dtype)).to(dev)
     # Scaled by 1 / (C n): the gradient test then means the same across C and n.
-    St = torch.from_numpy((S / n).astype(X.dtype)).to(dev)
-    W = torch.zeros((K, X.shape[1]), dtype=Xt.dtype, device=dev)
-    b = torch.zeros(K, dtype=Xt.dtype, device=dev)
-    if init is not None:
-        W.copy_(torch.from_numpy(np.asarray(init[0], X.dtype)))
-        b.copy_(torch.from_numpy(np.asarray(init[1], X.dtype)))
-    W.requires_grad_(True)
-    b.requires_grad_(True)
-    half_reg = 0.5 / (float(C) * n)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
-                            tolerance_change=64 * np.finfo(float).eps, history_size=10,
-                            line_search_fn="strong_wolfe")
-    n_eval = [0]
-
-    def closure():
-        opt.zero_grad()
-        h = torch.relu(1 - Yt * (Xt @ W.T + b))
-        loss = (St * h * h).sum() + half_reg * ((W * W).sum() + (b * b).sum())
-        loss.backward()
-        n_eval[0] += 1
-        return loss
-
-    opt.step(closure)
-    n_iter = opt.state[opt._params[0]].get("n_iter", n_eval[0])
-    return W.detach().cpu().numpy(), b.detach().cpu().numpy(), int(n_iter)
+    blk = Block(torch.from_numpy(X).to(dev), torch.from_numpy(Y.astype(X.dtype)).to(dev),
+                torch.from_numpy((S / n).astype(X.dtype)).to(dev))
+    r = torch.full((K,), 1.0 / (float(C) * n), dtype=blk.X.dtype, device=dev)
+    return minimize("squared_hinge", lambda: (blk,), init[0].to(dev), init[1].to(dev), r,
+                    penalize_bias=True, max_iter=max_iter, tol=tol, min_iter=min_iter)

@@ -82,7 +82,7 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         with fit_threads(threads):   # each fit's threads from the free cores (linprobe.threads)
             sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
             t0 = time.perf_counter()
-            model = _refit(spec, opts, seed, sel.value, X_tv, y_tv)
+            model, refit_passes = _refit(spec, opts, seed, sel.value, X_tv, y_tv, sel.warm)
             fit_seconds = time.perf_counter() - t0
     finally:
         threads.bar.close()
@@ -104,7 +104,8 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         "selection": {"scheme": sel.scheme, "metric": opts.selection_metric,
                       "params": {sel.param: sel.value}, "grid": {sel.param: list(opts.grid)},
                       "search": sel.search, "curve": sel.curve, "n_fits": sel.n_fits,
-                      "n_iter": sel.n_iter,
+                      "n_iter": sel.n_iter, "n_passes": sel.n_passes,
+                      "refit_passes": refit_passes,
                       "seconds": round(sel.seconds, 3)},
         "per_class": test["per_class"],
         "missing_classes": missing_classes(es.labels, {"train": tr, "val": va, "test": te},
@@ -120,14 +121,12 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     add_test_details(result, es.task, test)
     if opts.few_shot:
         t0 = time.perf_counter()
-        X_tr, y_tr, _ = es.subset("train")
-        with threads.scope():
-            result["few_shot"] = few_shot_curve(
-                lambda: assemble(make_normalizer(opts.normalize),
-                                 spec.build(sel.value, opts, seed)),
-                X_tr, y_tr, X_te, y_te, ks=list(opts.few_shot.k), seeds=opts.few_shot.seeds,
-                score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
-                metric=HEADLINE[es.task], base_seed=seed)
+        result["few_shot"] = few_shot_curve(      # reads only the drawn train rows
+            lambda: assemble(make_normalizer(opts.normalize), spec.build(sel.value, opts, seed)),
+            es.embeddings, es.labels[tr], X_te, y_te, train_rows=np.flatnonzero(tr),
+            ks=list(opts.few_shot.k), seeds=opts.few_shot.seeds,
+            score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
+            metric=HEADLINE[es.task], base_seed=seed)
         result["few_shot"]["seconds"] = round(time.perf_counter() - t0, 3)
 
     write_run(ArtifactPaths(out_dir).run(path.stem, name), persist.model(model), result,
@@ -136,18 +135,24 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
 
 
 def _refit(spec: ProbeSpec, opts: ProbeOptions, seed: int, value, X_tv: np.ndarray,
-           y_tv: np.ndarray) -> Pipeline:
-    """Fit normaliser + classifier at the chosen value on train+val. X_tv (n, D) must be the
-    caller's own float32 copy: it is normalised in place."""
+           y_tv: np.ndarray, warm=None) -> tuple[Pipeline, int | None]:
+    """Fit normaliser + classifier at the chosen value on train+val (starting from ``warm``, the
+    selection's fit at that value, when given); also return the fit's passes over X_tv (torch
+    solvers, else None). X_tv (n, D) must be the caller's own float32 copy: it is normalised in
+    place."""
     norm, X_tv = normalize_fit_transform(opts.normalize, X_tv, inplace=True)
     clf = spec.build(value, opts, seed)
+    if warm is not None:
+        clf.set_params(warm_start=True)
+        clf.coef_, clf.intercept_ = warm.coef_, warm.intercept_
     with fit_scope(clf):
         clf.fit(X_tv, y_tv)
+    passes = getattr(clf, "n_passes_", None)
     if hasattr(clf, "to_sklearn"):      # torch solver: save the equivalent sklearn estimator
         clf = clf.to_sklearn()
     if clf.get_params().get("warm_start"):
         clf.set_params(warm_start=False)  # a user refitting the saved model starts cold
-    return assemble(norm, clf)
+    return assemble(norm, clf), passes
 
 
 def _controller(opts: ProbeOptions, name: str) -> ThreadController:

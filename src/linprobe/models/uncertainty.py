@@ -6,7 +6,7 @@ Resampling is over test samples (rows), with a seeded generator so the numbers a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import warnings
 
@@ -28,8 +28,7 @@ def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float], y_true: n
     positives) are dropped; (nan, nan) if none is defined.
     """
     _check_n_boot(n_boot)
-    if not 0 < alpha < 1:
-        raise ValueError(f"The 'alpha' parameter must be a float in (0, 1). Got {alpha!r} instead.")
+    _check_alpha(alpha)
     y_true, y_pred_or_score = np.asarray(y_true), np.asarray(y_pred_or_score)
     n = len(y_true)
     if n == 0 or len(y_pred_or_score) != n:
@@ -38,7 +37,7 @@ def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float], y_true: n
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        idx = _draw(rng, n)
         try:
             with warnings.catch_warnings():
                 # A resample can lack a class ("y_pred contains classes not in y_true").
@@ -48,10 +47,60 @@ def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float], y_true: n
             continue
         if np.isfinite(v):
             values.append(v)
-    if not values:
+    return _percentiles(np.asarray(values, dtype=np.float64), alpha)
+
+
+def bootstrap_ci_weighted(stat: Callable[[np.ndarray], np.ndarray], n: int, *,
+                          n_boot: int = 1000, alpha: float = 0.05,
+                          seed: int = 0) -> tuple[float, float]:
+    """:func:`bootstrap_ci` for a metric given as ``stat(W) -> (m,)``: its value under sample
+    weights W (m, n), the draw counts of m resamples (e.g. :func:`.metrics.accuracy_weighted`).
+
+    Same resamples (same seed, same draws) and the same interval as :func:`bootstrap_ci` of the
+    equivalent row metric, but the resamples are scored in a few array operations per chunk
+    instead of one Python call each. Undefined resamples are NaN in ``stat``'s output and
+    dropped.
+    """
+    return bootstrap_cis_weighted({"": stat}, n, n_boot=n_boot, alpha=alpha, seed=seed)[""]
+
+
+def bootstrap_cis_weighted(stats: Mapping[str, Callable[[np.ndarray], np.ndarray]], n: int, *,
+                           n_boot: int = 1000, alpha: float = 0.05,
+                           seed: int = 0) -> dict[str, tuple[float, float]]:
+    """:func:`bootstrap_ci_weighted` of several metrics of the same n test rows, from one set
+    of draws (each metric's interval is what it would get alone with the same seed)."""
+    _check_n_boot(n_boot)
+    _check_alpha(alpha)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"The 'n' parameter must be an int >= 1 (test samples). Got {n!r} instead.")
+    values: dict[str, list[np.ndarray]] = {name: [] for name in stats}
+    for W in resample_counts(n, n_boot, seed):
+        for name, stat in stats.items():
+            values[name].append(np.asarray(stat(W), dtype=np.float64))
+    out = {}
+    for name, parts in values.items():
+        v = np.concatenate(parts)
+        out[name] = _percentiles(v[np.isfinite(v)], alpha)
+    return out
+
+
+def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile interval of the defined bootstrap values; (nan, nan) if there are none."""
+    if values.size == 0:
         return float("nan"), float("nan")
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"The 'alpha' parameter must be a float in (0, 1). Got {alpha!r} instead.")
+
+
+def _draw(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One resample of n rows: (n,) row indices. The one definition of the resample stream:
+    :func:`bootstrap_ci` and :func:`resample_counts` draw the same rows for the same seed."""
+    return rng.integers(0, n, n)
 
 
 def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -63,8 +112,10 @@ def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     chunk = max(1, 2_000_000 // n)
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, (m, n)) + n * np.arange(m)[:, None]
-        yield np.bincount(idx.ravel(), minlength=m * n).reshape(m, n)
+        W = np.empty((m, n), dtype=np.int64)
+        for r in range(m):
+            W[r] = np.bincount(_draw(rng, n), minlength=n)
+        yield W
 
 
 def paired_bootstrap_stat(stat: Callable[[np.ndarray], np.ndarray], n: int, *,
@@ -79,8 +130,7 @@ def paired_bootstrap_stat(stat: Callable[[np.ndarray], np.ndarray], n: int, *,
     "significant": p_value < alpha, "n", "n_boot"}.
     """
     _check_n_boot(n_boot)
-    if not 0 < alpha < 1:
-        raise ValueError(f"The 'alpha' parameter must be a float in (0, 1). Got {alpha!r} instead.")
+    _check_alpha(alpha)
     diff = float(stat(np.ones((1, n), dtype=np.int64))[0])
     boots = np.concatenate([stat(w) for w in resample_counts(n, n_boot, seed)])
     boots = boots[np.isfinite(boots)]

@@ -1,0 +1,75 @@
+"""The torch solvers' fast path (``search: path``, n_passes_, min_iter) against the sklearn
+reference on real pixels (small data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.preprocessing import StandardScaler
+
+from linprobe.features.store import read_embeddings
+from linprobe.models.probes import probe_options
+from linprobe.models.selection import PATH_PATIENCE
+from linprobe.models.torch_lbfgs import TorchLogisticRegression
+from linprobe.models.torch_svm import TorchLinearSVC
+from linprobe.models.train import train_probe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+OPTS = {"n_boot": 50, "few_shot": False}
+
+
+@pytest.fixture(scope="module")
+def pixels(fmnist_small):
+    X, y, _ = read_embeddings(fmnist_small).subset("train")
+    return StandardScaler().fit_transform(X).astype(np.float32), y
+
+
+@pytest.mark.parametrize("cls", [TorchLogisticRegression, TorchLinearSVC])
+def test_n_passes_counts_two_passes_per_evaluation(pixels, cls):
+    X, y = pixels
+    clf = cls(C=0.1, device="cpu").fit(X, y)
+    # One evaluation per iteration at least (plus the first), two passes over X each.
+    assert clf.n_passes_ % 2 == 0 and clf.n_passes_ >= 2 * (int(np.max(clf.n_iter_)) + 1)
+    assert clf.to_sklearn().predict(X).tolist() == clf.predict(X).tolist()
+
+
+def test_min_iter_moves_a_warm_start_under_a_loose_tol(pixels):
+    X, y = pixels
+    clf = TorchLogisticRegression(C=0.01, tol=1e-2, warm_start=True, device="cpu").fit(X, y)
+    start = clf.coef_.copy()
+    # The next C's gradient at the previous optimum is already under tol: sklearn's rule stops
+    # at once, min_iter makes the fit move towards the new optimum.
+    clf.set_params(C=0.012).fit(X, y)
+    assert clf.n_iter_[0] == 0 and np.array_equal(clf.coef_, start)
+    clf.coef_ = start
+    clf.set_params(min_iter=3).fit(X, y)
+    assert clf.n_iter_[0] >= 1 and not np.array_equal(clf.coef_, start)
+
+
+@pytest.mark.parametrize("probe, ref_solver", [("logreg", "sklearn"), ("linear_svm", "sklearn")])
+def test_path_search_chooses_like_the_sklearn_grid(fmnist_small, tmp_path, probe, ref_solver):
+    ref = train_probe(fmnist_small, probe, tmp_path / "a", options={**OPTS, "solver": ref_solver})
+    ours = train_probe(fmnist_small, probe, tmp_path / "b",
+                       options={**OPTS, "solver": "torch", "search": "path", "device": "cpu"})
+    assert ours["solver"] == "torch L-BFGS" and ref["solver"].startswith("sklearn")
+    assert ours["selection"]["search"] == "path" and ref["selection"]["search"] == "grid"
+    c_ref, c_ours = ref["selection"]["params"]["C"], ours["selection"]["params"]["C"]
+    curve = {p["C"]: p["score"] for p in ref["selection"]["curve"]}
+    # Same C, or one whose reference val score is within one val row of the reference's best.
+    assert c_ours == c_ref or abs(curve[c_ours] - curve[c_ref]) <= 1 / ref["n"]["val"] + 1e-9
+    assert abs(ours["test"]["accuracy"] - ref["test"]["accuracy"]) <= 0.01
+    assert abs(ours["val"]["accuracy"] - ref["val"]["accuracy"]) <= 0.01
+    # The path stops PATH_PATIENCE values past its best, so it fits fewer values than the grid.
+    scores = [p["score"] for p in ours["selection"]["curve"]]
+    assert len(scores) < len(ref["selection"]["curve"])
+    assert all(s < max(scores) for s in scores[-PATH_PATIENCE:])
+    assert ours["selection"]["n_passes"] > 0 and ours["selection"]["refit_passes"] > 0
+    assert ref["selection"]["n_passes"] is None and ref["selection"]["refit_passes"] is None
+
+
+def test_path_search_needs_the_torch_solver():
+    with pytest.raises(ValueError, match="'path' needs solver: torch"):
+        probe_options("logreg", {"search": "path"})
+    with pytest.raises(ValueError, match="'path' needs solver: torch"):
+        probe_options("ovr_logreg", {"search": "path"})
+    assert probe_options("linear_svm", {"search": "path"}).search == "path"
