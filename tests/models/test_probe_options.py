@@ -84,7 +84,7 @@ def test_an_option_that_does_not_apply_is_refused(probe, option, value, why, sma
                                      r"n_neighbors values"),
     (lambda: LinearOptions(grid=[]), r"'grid' probe option must be a non-empty list of positive C"),
     (lambda: LinearOptions(search="bisect"), r"'search' probe option must be one of \['grid', "
-                                             r"'refine'\]"),
+                                             r"'refine', 'path'\]"),
     (lambda: ProbeOptions(normalize="zscore"), r"'normalize' probe option must be one of"),
     (lambda: KnnOptions(holdout_fraction=1.0), r"'holdout_fraction' probe option must be a float "
                                                r"in \(0.0, 1.0\)"),

@@ -11,9 +11,11 @@ regularisation path at a loose tolerance (``PATH_TOL_FACTOR`` x tol, at least
 ``PATH_MIN_ITER`` iterations per value), stops once ``PATH_PATIENCE`` consecutive values score
 below the best (the large-C fits are the slowest and, past the peak, only get worse), and
 chooses among the values fitted as the grid search does; the refit on train+val then starts
-from the loose solution at the chosen value and runs to the full tol. Re-fitting the best
-value and its neighbours at the full tol before choosing doubled the passes on 60k x 1280
-without changing the choice.
+from the loose solution at the chosen value and runs to the full tol. Measured on a 60k x 1280
+stand-in: 418 passes for the sweep instead of 1,778 at the full tol, the chosen C one grid
+step below the full-tol choice, whose val score it trails by 0.1 point (6 of 6,000 rows).
+Re-fitting the best value and its neighbours at the full tol before choosing, or asking each
+loose fit to cut its warm-start gradient 10x, cost as many passes as the full tol.
 """
 
 from __future__ import annotations

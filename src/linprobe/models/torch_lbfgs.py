@@ -5,7 +5,8 @@ It minimises exactly sklearn's LogisticRegression(lbfgs) objective,
     (1 / sum(w)) * [ sum_i w_i * CE(x_i W^T + b, y_i) + ||W||^2 / (2 C) ]
 
 (w_i = class weights; multinomial with one row per class for >= 3 classes, a single logistic
-row for 2 classes; intercept not penalised), with the same stopping rule (max |gradient| <= tol).
+row for 2 classes; intercept not penalised), with the same stopping rule (max |gradient| <= tol),
+its loss and gradient computed by :mod:`.lbfgs` (two passes over X per evaluation).
 sklearn's solver stays the reference: ``tests/models/test_torch_lbfgs.py`` checks coefficients
 and accuracy against it. torch is imported only inside ``fit``; the fitted estimator predicts
 with numpy, and :meth:`TorchLogisticRegression.to_sklearn` turns it into a plain
