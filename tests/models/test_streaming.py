@@ -22,7 +22,7 @@ from linprobe.features.store import read_embeddings
 from linprobe.schema import SPLITS
 from linprobe.models.blocks import ArrayBlocks, H5Blocks
 from linprobe.models.probes import normalize_fit_transform
-from linprobe.models.streaming import fit_streamed, predict_streamed
+from linprobe.models.streaming import fit_streamed, score_streamed
 from linprobe.models.torch_lbfgs import TorchLogisticRegression
 
 from .conftest import blobs, split_names, write_h5
@@ -91,7 +91,8 @@ def test_streamed_fit_equals_in_memory_fit(which, class_weight, tol, fmnist_smal
     assert np.abs(got.coef_ - ref.coef_).max() <= coef_tol * np.abs(ref.coef_).max()
 
     X_te, _, _ = es.subset("test")
-    scores, y_te = predict_streamed(model, H5Blocks(path, 29, ("test",)))
+    scores, y_te = score_streamed(model, H5Blocks(path, 29, ("test",)),
+                                 len(es.class_names))
     np.testing.assert_array_equal(y_te, es.subset("test")[1])
     same = np.mean(ref.classes_[scores.argmax(axis=1)] == ref.predict(norm.transform(X_te)))
     assert same >= 0.995

@@ -99,16 +99,18 @@ def _class_weights(classes: np.ndarray, counts: np.ndarray, class_weight) -> np.
 
 def fit_streamed(blocks, C: float = 1.0, *, normalize: str = "standard", max_iter: int = 1000,
                  tol: float = 1e-4, class_weight=None, device: str = "auto",
-                 init: Pipeline | None = None) -> Pipeline:
+                 init: Pipeline | None = None,
+                 normalizer: BaseEstimator | None = None) -> Pipeline:
     """Fit ``normalize`` + L2 logistic regression on the rows of ``blocks`` (labels: class
     indices >= 0); returns ``Pipeline([("normalize", ...), ("probe", LogisticRegression)])``,
-    the saved form of an in-memory fit. ``init`` (such a pipeline) warm-starts the solver."""
+    the saved form of an in-memory fit. ``init`` (such a pipeline) warm-starts the solver;
+    ``normalizer`` (fitted on these rows) saves the normaliser's pass."""
     import torch
 
     if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0:
         raise ValueError(f"The 'C' parameter must be a float > 0. Got {C!r} instead.")
     dev = torch_device(device)
-    norm = fit_normalizer(normalize, blocks)
+    norm = normalizer if normalizer is not None else fit_normalizer(normalize, blocks)
     y_all = np.asarray(blocks.labels())
     if y_all.size and (y_all.dtype.kind not in "iu" or y_all.min() < 0):
         raise ValueError("streamed labels must be class indices >= 0")
@@ -220,13 +222,15 @@ def _to(X: np.ndarray, dev):
     return t
 
 
-def predict_streamed(model: Pipeline, blocks) -> tuple[np.ndarray, np.ndarray]:
+def score_streamed(model: Pipeline, blocks, n_classes: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(scores (n, n_classes) float32 probabilities, y (n,) labels) of the rows of ``blocks``,
-    one block in memory at a time (the scores are n x n_classes, not n x D)."""
-    scores, ys = [], []
+    one block in memory at a time (the scores are n x n_classes, not n x D); columns of
+    classes the model never saw are 0, as :func:`.metrics.full_scores` gives them."""
+    from .metrics import full_scores
+
+    scores, ys = [np.empty((0, n_classes), np.float32)], [np.empty(0, np.int64)]
     for X, y in blocks:
-        scores.append(model.predict_proba(X).astype(np.float32))
+        scores.append(np.asarray(full_scores(model, X, n_classes)[0], np.float32))
         ys.append(y)
-    d = len(model.named_steps["probe"].classes_)
-    return (np.concatenate(scores) if scores else np.empty((0, d), np.float32),
-            np.concatenate(ys) if ys else np.empty(0, np.int64))
+    return np.concatenate(scores), np.concatenate(ys)

@@ -69,6 +69,9 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                          f"separator). Got {name!r} instead.")
     given = probe_options(probe, options)      # option errors before the file is read
     path = Path(embeddings)
+    if getattr(given, "chunk_mb", None) is not None:   # logreg streamed: the matrix stays on disk
+        from .stream_train import train_streamed
+        return train_streamed(path, probe, out_dir, given, int(seed), name)
     es = read_embeddings(path)
     _check_embeddings(es, path)
     spec = get_probe(probe, es.task)

@@ -1,0 +1,156 @@
+"""The ``train`` protocol for ``logreg`` with ``chunk_mb``: the file is streamed, never loaded.
+
+Same protocol and artifacts as :func:`.train.train_probe` (which hands over to
+:func:`train_streamed` when the option is set): C is searched over the grid (and refined) with
+fits on the train split scored on the val split, warm-starting from the nearest fitted C; the
+chosen C is refit on train+val (warm-started from its selection fit) and test is scored once.
+Every fit and every scoring pass reads the embeddings ``chunk_mb`` MiB at a time
+(:mod:`.streaming`); what stays in memory is one value per row (ids, labels, split) and the
+(n_val or n_test, C) scores, not the (N, D) matrix. Differences from the in-memory path: the
+selection needs a val split (no holdout, no kfold) and there is no few-shot curve (both refused
+by the option's checks), and the in-memory file checks that need the whole matrix (no NaN/inf)
+are left out.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from linprobe.features.store import EmbeddingSet, read_embeddings
+from linprobe.schema import HEADLINE, SCHEMA_VERSION, RunMetrics
+
+from . import metrics as M
+from .blocks import H5Blocks, rows_for_mb
+from .options import LogregOptions, resolve_options
+from .probes import ProbeSpec, get_probe, solver_name
+from .selection import SCORERS, Selection, _plateau_middle, _refine_candidates
+from .streaming import fit_normalizer, fit_streamed, score_streamed
+from .uncertainty import bootstrap_ci
+
+
+def train_streamed(path: Path, probe: str, out_dir: str | Path, given: LogregOptions,
+                   seed: int, name: str) -> RunMetrics:
+    """:func:`.train.train_probe` for options with ``chunk_mb`` set; same artifacts."""
+    from .train import CI_METRICS, _controller, _converged, _js, _missing, _options_json, _write
+
+    es = read_embeddings(path, load_embeddings=False)   # ids, labels, split: not the matrix
+    spec = get_probe(probe, es.task)
+    opts = resolve_options(given, es.task, es.class_names)
+    _check(es, path)
+    d = _dim(path)
+    rows = rows_for_mb(opts.chunk_mb, d)
+    blocks = {s: H5Blocks(path, rows, s.split("+")) for s in ("train", "val", "train+val", "test")}
+    C = len(es.class_names)
+    print(f"linprobe: {name} on {path.name}: streaming {rows}-row blocks ({opts.chunk_mb:g} MiB) "
+          f"of {d} dims; selecting C over {len(opts.grid)} values", file=sys.stderr, flush=True)
+    threads = _controller(opts, name)
+    try:
+        with threads.scope():
+            sel, fitted = _select(spec, opts, blocks, C)
+            t0 = time.perf_counter()
+            model = _fit(opts, blocks["train+val"], sel.value, fitted[sel.value])
+            fit_seconds = time.perf_counter() - t0
+            scores, y_te = score_streamed(model, blocks["test"], C)
+    finally:
+        threads.bar.close()
+    pred = np.argmax(scores, axis=1).astype(np.int64)
+    test = M.multiclass_metrics(y_te, pred, scores, es.class_names)
+    val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1), sel.eval_scores,
+                               es.class_names)["summary"]
+    test_ci = {m: [_js(v) for v in bootstrap_ci(f, y_te, pred, n_boot=opts.n_boot,
+                                                 alpha=opts.alpha, seed=seed)]
+               for m, f in CI_METRICS["multiclass"].items()}
+    tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
+    # The fields of train_probe's result, in its order (tests/models/test_stream_train.py
+    # checks that both runs write the same keys).
+    result: RunMetrics = {
+        "schema_version": SCHEMA_VERSION,
+        "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
+        "probe": name, "probe_type": probe, "task": es.task, "headline": HEADLINE[es.task],
+        "class_names": es.class_names,
+        "n": {s: int(m.sum()) for s, m in (("train", tr), ("val", va), ("test", te))},
+        "embed_dim": d,
+        "test": test["summary"], "test_ci": test_ci,
+        "val": val,
+        "selection": {"scheme": sel.scheme, "metric": opts.selection_metric,
+                      "params": {sel.param: sel.value}, "grid": {sel.param: list(opts.grid)},
+                      "search": sel.search, "curve": sel.curve, "n_fits": sel.n_fits,
+                      "n_iter": sel.n_iter, "seconds": round(sel.seconds, 3)},
+        "per_class": test["per_class"],
+        "missing_classes": _missing(es),
+        "options": _options_json(opts, given),
+        "score_kind": "probability",
+        "solver": solver_name(spec, opts),
+        "converged": _converged(model.named_steps["probe"]),
+        "fit_seconds": round(fit_seconds, 3),
+        "threads": threads.record(),
+        "seed": int(seed),
+        "confusion_matrix": test["confusion_matrix"],
+    }
+    ids_te = es.ids[te]
+    _write(Path(out_dir), path.stem, name, model, result, es, ids_te, y_te, pred, scores)
+    return result
+
+
+def _fit(opts: LogregOptions, blocks: H5Blocks, C: float, init=None, normalizer=None):
+    return fit_streamed(blocks, C, normalize=opts.normalize, max_iter=opts.max_iter, tol=opts.tol,
+                        class_weight=opts.class_weight, device=opts.device, init=init,
+                        normalizer=normalizer)
+
+
+def _select(spec: ProbeSpec, opts: LogregOptions, blocks: dict, n_classes: int
+            ) -> tuple[Selection, dict]:
+    """The val-split search of :func:`.selection.select`, each fit and score streamed; also
+    returns the fitted pipelines by C (the refit warm-starts from the chosen one)."""
+    t0 = time.perf_counter()
+    norm = fit_normalizer(opts.normalize, blocks["train"])   # one pass, shared by every C
+    score_fn = SCORERS[opts.selection_metric]
+    fitted, results, n_iter = {}, {}, 0
+
+    def evaluate(values: list) -> None:
+        nonlocal n_iter
+        for v in values:
+            near = min(fitted, key=lambda u: abs(np.log(u) - np.log(v))) if fitted else None
+            fitted[v] = _fit(opts, blocks["train"], v, fitted.get(near), norm)
+            n_iter += int(np.max(fitted[v].named_steps["probe"].n_iter_))
+            s, y_va = score_streamed(fitted[v], blocks["val"], n_classes)
+            results[v] = (score_fn(y_va, s), s, y_va)
+
+    evaluate(list(opts.grid))
+    steps = opts.refine_steps_to_run()
+    for _ in range(steps):
+        evaluate(_refine_candidates(results))
+    values = sorted(results)
+    best = _plateau_middle(values, [results[v][0] for v in values])
+    curve = [{spec.param: v, "score": M.json_number(results[v][0])} for v in values]
+    sel = Selection("val", "refine" if steps else "grid", spec.param, best, curve,
+                    results[best][2], results[best][1], len(results), n_iter,
+                    time.perf_counter() - t0)
+    return sel, fitted
+
+
+def _dim(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return int(f["embeddings"].shape[1])
+
+
+def _check(es: EmbeddingSet, path: Path) -> None:
+    """The file checks of the in-memory path that need no matrix, and a val split."""
+    C = len(es.class_names)
+    if es.task != "multiclass" or C < 2:
+        raise ValueError(f"{path}: a streamed logreg needs a multiclass file with 2 or more "
+                         f"class_names; got task {es.task!r} with {C} classes")
+    if es.labels.ndim != 1 or (len(es.labels) and (es.labels.min() < 0 or es.labels.max() >= C)):
+        raise ValueError(f"{path}: 'labels' must be (N,) class indices in [0, {C - 1}]")
+    for split in ("train", "val", "test"):
+        if not es.mask(split).any():
+            fix = ("chunk_mb selects C on the val split: extract with a val split, or remove "
+                   "chunk_mb to hold out part of train in memory") if split == "val" else \
+                "a probe needs train and test splits"
+            raise ValueError(f"{path} has no '{split}' samples; {fix}")
