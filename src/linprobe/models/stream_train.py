@@ -17,11 +17,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from linprobe.features.store import EmbeddingSet, read_embeddings
 from linprobe.schema import HEADLINE, SCHEMA_VERSION, RunMetrics
+from linprobe.threads import fit_scope, fit_threads
 
 from . import metrics as M
 from .blocks import H5Blocks, rows_for_mb
@@ -49,11 +51,12 @@ def train_streamed(path: Path, probe: str, out_dir: str | Path, given: LogregOpt
           f"of {d} dims; selecting C over {len(opts.grid)} values", file=sys.stderr, flush=True)
     threads = _controller(opts, name)
     try:
-        with threads.scope():
+        with fit_threads(threads):    # each fit's threads from the free cores, as train_probe
             sel, fitted = _select(spec, opts, blocks, C)
             t0 = time.perf_counter()
             model = _fit(opts, blocks["train+val"], sel.value, fitted[sel.value])
             fit_seconds = time.perf_counter() - t0
+        with threads.scope():
             scores, y_te = score_streamed(model, blocks["test"], C)
     finally:
         threads.bar.close()
@@ -97,9 +100,14 @@ def train_streamed(path: Path, probe: str, out_dir: str | Path, given: LogregOpt
 
 
 def _fit(opts: LogregOptions, blocks: H5Blocks, C: float, init=None, normalizer=None):
-    return fit_streamed(blocks, C, normalize=opts.normalize, max_iter=opts.max_iter, tol=opts.tol,
-                        class_weight=opts.class_weight, device=opts.device, init=init,
-                        normalizer=normalizer)
+    """One streamed fit under the active thread controller (its progress bar counts it)."""
+    unit = SimpleNamespace(n_iter_=0)    # what fit_scope reads the solver's iterations from
+    with fit_scope(unit):
+        model = fit_streamed(blocks, C, normalize=opts.normalize, max_iter=opts.max_iter,
+                             tol=opts.tol, class_weight=opts.class_weight, device=opts.device,
+                             init=init, normalizer=normalizer)
+        unit.n_iter_ = model.named_steps["probe"].n_iter_
+    return model
 
 
 def _select(spec: ProbeSpec, opts: LogregOptions, blocks: dict, n_classes: int
