@@ -51,10 +51,15 @@ def stream_scaler(blocks) -> StandardScaler:
     merged with Chan's formula, then combined across ranks."""
     d = blocks.n_features
     n, mean, m2 = 0, np.zeros(d), np.zeros(d)
-    for X, _ in blocks:
-        X = X.astype(np.float64)
+    buf = np.empty((0, d))
+    for block, _ in blocks:
+        if len(block) > len(buf):         # one float64 buffer, grown to the largest block
+            buf = np.empty((len(block), d))
+        X = buf[:len(block)]
+        X[...] = block                    # the block in float64, centred in place below
         nb, mb = len(X), X.mean(axis=0)
-        m2b = np.square(X - mb).sum(axis=0)
+        X -= mb
+        m2b = np.einsum("ij,ij->j", X, X)
         tot = n + nb
         delta = mb - mean
         mean = mean + delta * (nb / tot)
@@ -144,16 +149,25 @@ def fit_streamed(blocks, C: float = 1.0, *, normalize: str = "standard", max_ite
                             line_search_fn="strong_wolfe")
     n_eval = [0]
 
+    buf = [torch.empty((0, d), dtype=torch.float32, device=dev)]   # the normalised block
+
+    def normalised(Xt):
+        """Xt normalised into one buffer reused across blocks and passes (grown as needed)."""
+        if mean is None and normalize != "l2":
+            return Xt
+        if len(Xt) > len(buf[0]):
+            buf[0] = torch.empty((len(Xt), d), dtype=torch.float32, device=dev)
+        out = buf[0][:len(Xt)]
+        if mean is not None:
+            return torch.sub(Xt, mean, out=out).div_(scale)
+        return torch.div(Xt, Xt.norm(dim=1, keepdim=True).clamp_min(1e-30), out=out)
+
     def closure():
         W32, b32 = W.detach().float(), b.detach().float()
         acc = torch.zeros(1 + k * d + k, dtype=torch.float64, device=dev)
         with torch.no_grad():
             for X, y in blocks:
-                Xt = _to(X, dev)
-                if mean is not None:
-                    Xt = (Xt - mean) / scale
-                elif normalize == "l2":
-                    Xt = Xt / Xt.norm(dim=1, keepdim=True).clamp_min(1e-300)
+                Xt = normalised(_to(X, dev))
                 yi = torch.from_numpy(index[y]).to(dev)
                 w = cw_t[yi]
                 Z = Xt @ W32.T + b32
