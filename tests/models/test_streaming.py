@@ -217,3 +217,12 @@ def test_file_without_the_split_is_refused(tmp_path):
         H5Blocks(path, 64, ("val",))
     with pytest.raises(ValueError, match=r"'splits' parameter must list some of"):
         H5Blocks(path, 64, ("tran",))
+
+
+@pytest.mark.parametrize("normalize", ["standard", "none"])
+def test_non_finite_embeddings_are_refused(normalize, tmp_path):
+    X, y = blobs(20, 2, 8, sep=1.0)
+    X[17, 3] = np.nan
+    path = write_h5(tmp_path / "nan.h5", X, y, ["train"] * 40, ["a", "b"])
+    with pytest.raises(ValueError, match=r"nan\.h5: 'embeddings' contains NaN or inf values"):
+        fit_streamed(H5Blocks(path, 8), normalize=normalize, device="cpu")

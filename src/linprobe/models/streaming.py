@@ -58,6 +58,8 @@ def stream_scaler(blocks) -> StandardScaler:
         X = buf[:len(block)]
         X[...] = block                    # the block in float64, centred in place below
         nb, mb = len(X), X.mean(axis=0)
+        if not np.isfinite(mb).all():
+            raise ValueError(_not_finite(blocks))
         X -= mb
         m2b = np.einsum("ij,ij->j", X, X)
         tot = n + nb
@@ -187,6 +189,8 @@ def fit_streamed(blocks, C: float = 1.0, *, normalize: str = "standard", max_ite
                 acc[1:1 + k * d] += (R.T @ Xt).double().reshape(-1)
                 acc[1 + k * d:] += R.sum(0, dtype=torch.float64)
             _reduce(acc)
+            if not torch.isfinite(acc[0]):    # NaN/inf rows (the standard pass finds them first)
+                raise ValueError(_not_finite(blocks))
             Wd = W.detach()
             loss = (acc[0] + (Wd * Wd).sum() / (2 * C)) / sw_sum
             W.grad = ((acc[1:1 + k * d].reshape(k, d) + Wd / C) / sw_sum)
@@ -203,6 +207,11 @@ def fit_streamed(blocks, C: float = 1.0, *, normalize: str = "standard", max_ite
     clf.n_features_in_ = d
     clf.n_iter_ = np.array([opt.state[opt._params[0]].get("n_iter", n_eval[0])])
     return assemble(norm, clf.to_sklearn())
+
+
+def _not_finite(blocks) -> str:
+    where = getattr(blocks, "path", "the streamed rows")
+    return f"{where}: 'embeddings' contains NaN or inf values; re-run the extraction"
 
 
 def _max_over_ranks(v: int) -> int:
