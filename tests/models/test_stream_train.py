@@ -4,6 +4,7 @@ reached through train_probe and `linprobe train --params`."""
 from __future__ import annotations
 
 import csv
+import os
 import json
 import subprocess
 import sys
@@ -23,8 +24,8 @@ OPTS = {"solver": "torch", "n_boot": 20, "few_shot": False, "grid": [0.01, 0.1, 
         "search": "refine", "refine_steps": 1, "tol": 1e-6, "device": "cpu", "threads": 1}
 
 
-def predictions(out, name):
-    with open(ArtifactPaths(out).run("pixels14", name)["predictions"]) as f:
+def predictions(out, name, backbone="pixels14"):
+    with open(ArtifactPaths(out).run(backbone, name)["predictions"]) as f:
         return [row["predicted"] for row in csv.DictReader(f)]
 
 
@@ -92,3 +93,41 @@ def test_linprobe_train_streams_with_params_and_refuses_a_file_without_val(tmp_p
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("linprobe: error: ") and "noval.h5 has no 'val' samples; " \
         "chunk_mb selects C on the val split" in bad.stderr
+
+
+@pytest.mark.slow   # a torchrun job of 2 processes (torch imported twice) + one process
+def test_torchrun_train_on_two_gloo_ranks_equals_one_process(fmnist_small, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "data": {"path": "data/x"}, "backbones": {"b": {"spec": "lite:efficientnet-lite0"}},
+        "probes": {"big": {"probe": "logreg", "solver": "torch", "chunk_mb": 0.05, "tol": 1e-6,
+                           "few_shot": False, "n_boot": 10, "grid": [0.01, 0.1, 1.0],
+                           "threads": 1}}}))
+    args = ["train", "--embeddings", str(fmnist_small), "--probe", "big", "--params", str(params)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", "-m", "linprobe", *args, "--out-dir",
+                          str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr
+    assert "streaming 66-row blocks (0.05 MiB) of 196 dims on 2 ranks" in two.stderr
+    assert two.stdout.count("test accuracy") == 1          # rank 0 alone reports
+    one = subprocess.run([sys.executable, "-m", "linprobe", *args, "--out-dir",
+                          str(tmp_path / "one")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr
+    m1, m2 = (json.loads(ArtifactPaths(tmp_path / d).run("pixels14", "big")["metrics"]
+                         .read_text()) for d in ("one", "two"))
+    assert m2["selection"]["params"] == m1["selection"]["params"]
+    np.testing.assert_allclose([p["score"] for p in m2["selection"]["curve"]],
+                               [p["score"] for p in m1["selection"]["curve"]], atol=1 / 200 + 1e-9)
+    same = np.mean(np.array(predictions(tmp_path / "two", "big"))
+                   == np.array(predictions(tmp_path / "one", "big")))
+    assert same >= 0.99
+
+
+def test_torchrun_train_without_chunk_mb_is_refused(fmnist_small, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")   # what torchrun sets; refused before any collective
+    with pytest.raises(ValueError, match=r"under torchrun \(WORLD_SIZE=2\) .* give probe "
+                                         r"'logreg' the options solver: torch and chunk_mb"):
+        train_probe(fmnist_small, "logreg", tmp_path, options={"few_shot": False})

@@ -15,6 +15,7 @@ source reads them whole; only the (N, D) embeddings are streamed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from numbers import Integral
 from pathlib import Path
@@ -35,6 +36,11 @@ def check_chunk_rows(chunk_rows) -> int:
 def rows_for_mb(chunk_mb: float, n_features: int) -> int:
     """Rows of float32 (n_features,) embeddings that fit in ``chunk_mb`` MiB (at least 1)."""
     return max(1, int(chunk_mb * 2**20) // (4 * max(n_features, 1)))
+
+
+def torchrun_world() -> int:
+    """WORLD_SIZE as torchrun (or any launcher) sets it; 1 without one. No torch import."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def rank_range(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -14,8 +14,11 @@ are left out.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,91 +29,110 @@ from linprobe.schema import HEADLINE, SCHEMA_VERSION, RunMetrics
 from linprobe.threads import fit_scope, fit_threads
 
 from . import metrics as M
-from .blocks import H5Blocks, rows_for_mb
+from .blocks import H5Blocks, rows_for_mb, torchrun_world
 from .options import LogregOptions, resolve_options
 from .probes import ProbeSpec, get_probe, solver_name
 from .selection import SCORERS, Selection, _plateau_middle, _refine_candidates
 from .streaming import fit_normalizer, fit_streamed, score_streamed
+from .torch_lbfgs import torch_device
 from .uncertainty import bootstrap_ci
 
 
 def train_streamed(path: Path, probe: str, out_dir: str | Path, given: LogregOptions,
-                   seed: int, name: str) -> RunMetrics:
-    """:func:`.train.train_probe` for options with ``chunk_mb`` set; same artifacts."""
+                   seed: int, name: str) -> RunMetrics | None:
+    """:func:`.train.train_probe` for options with ``chunk_mb`` set; same artifacts. Under
+    torchrun (``torchrun --nproc-per-node N -m linprobe train ...``) each rank streams its
+    share of the train rows, loss and gradient are all-reduced, rank 0 writes the artifacts
+    and returns the metrics, the other ranks return None."""
     from .train import CI_METRICS, _controller, _converged, _js, _missing, _options_json, _write
 
+    if getattr(given, "chunk_mb", None) is None:
+        raise ValueError(f"`linprobe train` under torchrun (WORLD_SIZE={torchrun_world()}) "
+                         f"shares one fit's rows among the ranks, which only the streamed "
+                         f"logreg does; give probe {name!r} the options solver: torch and "
+                         "chunk_mb, or run train without torchrun.")
     es = read_embeddings(path, load_embeddings=False)   # ids, labels, split: not the matrix
     spec = get_probe(probe, es.task)
     opts = resolve_options(given, es.task, es.class_names)
     _check(es, path)
     d = _dim(path)
     rows = rows_for_mb(opts.chunk_mb, d)
-    blocks = {s: H5Blocks(path, rows, s.split("+")) for s in ("train", "val", "train+val", "test")}
     C = len(es.class_names)
-    print(f"linprobe: {name} on {path.name}: streaming {rows}-row blocks ({opts.chunk_mb:g} MiB) "
-          f"of {d} dims; selecting C over {len(opts.grid)} values", file=sys.stderr, flush=True)
-    threads = _controller(opts, name)
-    try:
-        with fit_threads(threads):    # each fit's threads from the free cores, as train_probe
-            sel, fitted = _select(spec, opts, blocks, C)
-            t0 = time.perf_counter()
-            model = _fit(opts, blocks["train+val"], sel.value, fitted[sel.value])
-            fit_seconds = time.perf_counter() - t0
-        with threads.scope():
-            scores, y_te = score_streamed(model, blocks["test"], C)
-    finally:
-        threads.bar.close()
-    pred = np.argmax(scores, axis=1).astype(np.int64)
-    test = M.multiclass_metrics(y_te, pred, scores, es.class_names)
-    val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1), sel.eval_scores,
-                               es.class_names)["summary"]
-    test_ci = {m: [_js(v) for v in bootstrap_ci(f, y_te, pred, n_boot=opts.n_boot,
-                                                 alpha=opts.alpha, seed=seed)]
-               for m, f in CI_METRICS["multiclass"].items()}
-    tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
-    # The fields of train_probe's result, in its order (tests/models/test_stream_train.py
-    # checks that both runs write the same keys).
-    result: RunMetrics = {
-        "schema_version": SCHEMA_VERSION,
-        "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
-        "probe": name, "probe_type": probe, "task": es.task, "headline": HEADLINE[es.task],
-        "class_names": es.class_names,
-        "n": {s: int(m.sum()) for s, m in (("train", tr), ("val", va), ("test", te))},
-        "embed_dim": d,
-        "test": test["summary"], "test_ci": test_ci,
-        "val": val,
-        "selection": {"scheme": sel.scheme, "metric": opts.selection_metric,
-                      "params": {sel.param: sel.value}, "grid": {sel.param: list(opts.grid)},
-                      "search": sel.search, "curve": sel.curve, "n_fits": sel.n_fits,
-                      "n_iter": sel.n_iter, "seconds": round(sel.seconds, 3)},
-        "per_class": test["per_class"],
-        "missing_classes": _missing(es),
-        "options": _options_json(opts, given),
-        "score_kind": "probability",
-        "solver": solver_name(spec, opts),
-        "converged": _converged(model.named_steps["probe"]),
-        "fit_seconds": round(fit_seconds, 3),
-        "threads": threads.record(),
-        "seed": int(seed),
-        "confusion_matrix": test["confusion_matrix"],
-    }
-    ids_te = es.ids[te]
-    _write(Path(out_dir), path.stem, name, model, result, es, ids_te, y_te, pred, scores)
+    with _torchrun_group(opts.device) as (rank, world, device):
+        # Fits stream this rank's share of train (+val); every rank scores all of val and test
+        # with the same model, and rank 0 writes the artifacts.
+        blocks = {s: H5Blocks(path, rows, s.split("+"), *((rank, world) if "train" in s
+                                                           else (0, 1)))
+                  for s in ("train", "val", "train+val", "test")}
+        ranks = f" on {world} ranks" if world > 1 else ""
+        print(f"linprobe: {name} on {path.name}: streaming {rows}-row blocks "
+              f"({opts.chunk_mb:g} MiB) of {d} dims{ranks}; selecting C over {len(opts.grid)} "
+              "values", file=sys.stderr, flush=True)
+        threads = _controller(opts, name)
+        try:
+            with fit_threads(threads):   # each fit's threads from the free cores, as train_probe
+                sel, fitted = _select(spec, opts, device, blocks, C)
+                t0 = time.perf_counter()
+                model = _fit(opts, device, blocks["train+val"], sel.value, fitted[sel.value])
+                fit_seconds = time.perf_counter() - t0
+            with threads.scope():
+                scores, y_te = score_streamed(model, blocks["test"], C)
+        finally:
+            threads.bar.close()
+        if rank != 0:
+            return None
+        pred = np.argmax(scores, axis=1).astype(np.int64)
+        test = M.multiclass_metrics(y_te, pred, scores, es.class_names)
+        val = M.multiclass_metrics(sel.eval_y, np.argmax(sel.eval_scores, axis=1), sel.eval_scores,
+                                   es.class_names)["summary"]
+        test_ci = {m: [_js(v) for v in bootstrap_ci(f, y_te, pred, n_boot=opts.n_boot,
+                                                     alpha=opts.alpha, seed=seed)]
+                   for m, f in CI_METRICS["multiclass"].items()}
+        tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
+        # The fields of train_probe's result, in its order (tests/models/test_stream_train.py
+        # checks that both runs write the same keys).
+        result: RunMetrics = {
+            "schema_version": SCHEMA_VERSION,
+            "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
+            "probe": name, "probe_type": probe, "task": es.task, "headline": HEADLINE[es.task],
+            "class_names": es.class_names,
+            "n": {s: int(m.sum()) for s, m in (("train", tr), ("val", va), ("test", te))},
+            "embed_dim": d,
+            "test": test["summary"], "test_ci": test_ci,
+            "val": val,
+            "selection": {"scheme": sel.scheme, "metric": opts.selection_metric,
+                          "params": {sel.param: sel.value}, "grid": {sel.param: list(opts.grid)},
+                          "search": sel.search, "curve": sel.curve, "n_fits": sel.n_fits,
+                          "n_iter": sel.n_iter, "seconds": round(sel.seconds, 3)},
+            "per_class": test["per_class"],
+            "missing_classes": _missing(es),
+            "options": _options_json(opts, given),
+            "score_kind": "probability",
+            "solver": solver_name(spec, opts),
+            "converged": _converged(model.named_steps["probe"]),
+            "fit_seconds": round(fit_seconds, 3),
+            "threads": threads.record(),
+            "seed": int(seed),
+            "confusion_matrix": test["confusion_matrix"],
+        }
+        ids_te = es.ids[te]
+        _write(Path(out_dir), path.stem, name, model, result, es, ids_te, y_te, pred, scores)
     return result
 
 
-def _fit(opts: LogregOptions, blocks: H5Blocks, C: float, init=None, normalizer=None):
+def _fit(opts: LogregOptions, device: str, blocks: H5Blocks, C: float, init=None,
+         normalizer=None):
     """One streamed fit under the active thread controller (its progress bar counts it)."""
     unit = SimpleNamespace(n_iter_=0)    # what fit_scope reads the solver's iterations from
     with fit_scope(unit):
         model = fit_streamed(blocks, C, normalize=opts.normalize, max_iter=opts.max_iter,
-                             tol=opts.tol, class_weight=opts.class_weight, device=opts.device,
+                             tol=opts.tol, class_weight=opts.class_weight, device=device,
                              init=init, normalizer=normalizer)
         unit.n_iter_ = model.named_steps["probe"].n_iter_
     return model
 
 
-def _select(spec: ProbeSpec, opts: LogregOptions, blocks: dict, n_classes: int
+def _select(spec: ProbeSpec, opts: LogregOptions, device: str, blocks: dict, n_classes: int
             ) -> tuple[Selection, dict]:
     """The val-split search of :func:`.selection.select`, each fit and score streamed; also
     returns the fitted pipelines by C (the refit warm-starts from the chosen one)."""
@@ -123,7 +145,7 @@ def _select(spec: ProbeSpec, opts: LogregOptions, blocks: dict, n_classes: int
         nonlocal n_iter
         for v in values:
             near = min(fitted, key=lambda u: abs(np.log(u) - np.log(v))) if fitted else None
-            fitted[v] = _fit(opts, blocks["train"], v, fitted.get(near), norm)
+            fitted[v] = _fit(opts, device, blocks["train"], v, fitted.get(near), norm)
             n_iter += int(np.max(fitted[v].named_steps["probe"].n_iter_))
             s, y_va = score_streamed(fitted[v], blocks["val"], n_classes)
             results[v] = (score_fn(y_va, s), s, y_va)
@@ -139,6 +161,31 @@ def _select(spec: ProbeSpec, opts: LogregOptions, blocks: dict, n_classes: int
                     results[best][2], results[best][1], len(results), n_iter,
                     time.perf_counter() - t0)
     return sel, fitted
+
+
+@contextmanager
+def _torchrun_group(device: str) -> Iterator[tuple[int, int, str]]:
+    """(rank, world, device): under torchrun (WORLD_SIZE >= 2) a process group for the
+    all-reduces of the streamed fits, gloo for CPU tensors (nccl for CUDA ones, each rank on
+    cuda:LOCAL_RANK), destroyed on exit; (0, 1, device) otherwise."""
+    world = torchrun_world()
+    if world < 2:
+        yield 0, 1, device
+        return
+    import torch
+    import torch.distributed as dist
+
+    rank = int(os.environ["RANK"])
+    backend = "gloo"
+    if torch_device(device).type == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    try:
+        yield rank, world, device
+        dist.barrier()           # rank 0's artifacts are written before any rank returns
+    finally:
+        dist.destroy_process_group()
 
 
 def _dim(path: Path) -> int:

@@ -41,6 +41,7 @@ from . import metrics as M
 from .fewshot import few_shot_curve
 from .options import ProbeOptions, resolve_options
 from . import persist
+from .blocks import torchrun_world
 from .probes import (ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform,
                      probe_options, solver_name)
 from .selection import SCORERS, Selection, select
@@ -53,13 +54,14 @@ CI_METRICS = {"multiclass": {"accuracy": lambda y, p: float(np.mean(y == p)),
 
 def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                 options: Mapping[str, Any] | ProbeOptions | None = None, seed: int = 0,
-                name: str | None = None) -> RunMetrics:
+                name: str | None = None) -> RunMetrics | None:
     """Select, refit and score ``probe`` on an embeddings file; write the three artifacts.
 
     ``probe`` is a registry name (:data:`PROBES`); ``options`` a dict of its options or its
     options dataclass (e.g. ``LogregOptions(class_weight="balanced")``); ``name`` names the run's
     artifacts and its ``"probe"`` in the metrics (default: ``probe``), so variants of one probe
-    sit side by side. Returns the metrics dict written to ``metrics/<backbone>/<name>.json``.
+    sit side by side. Returns the metrics dict written to ``metrics/<backbone>/<name>.json``
+    (None on torchrun ranks other than 0: see :mod:`.stream_train`).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"The 'seed' parameter of train_probe must be an int >= 0. Got {seed!r} instead.")
@@ -69,8 +71,8 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                          f"separator). Got {name!r} instead.")
     given = probe_options(probe, options)      # option errors before the file is read
     path = Path(embeddings)
-    if getattr(given, "chunk_mb", None) is not None:   # logreg streamed: the matrix stays on disk
-        from .stream_train import train_streamed
+    if getattr(given, "chunk_mb", None) is not None or torchrun_world() > 1:
+        from .stream_train import train_streamed   # logreg streamed: the matrix stays on disk
         return train_streamed(path, probe, out_dir, given, int(seed), name)
     es = read_embeddings(path)
     _check_embeddings(es, path)
