@@ -78,7 +78,7 @@ def status(key: str) -> int:
 
 def child(mode: str, path: str, small: str, options: str, out: str) -> None:
     """One run in this process: train_probe, then one JSON line on stdout."""
-    import torch
+    import torch  # noqa: F401  (in the baseline: code, not data)
 
     from linprobe.models import stream_train  # noqa: F401
     from linprobe.models.train import train_probe
