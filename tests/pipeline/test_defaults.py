@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from linprobe.features.config import (
-    DEVICES, ON_ERROR, PRECISIONS, RESIZE_MODES, ExtractConfig, SplitConfig,
+    DEVICES, ENGINES, ON_ERROR, PRECISIONS, RESIZE_MODES, ExtractConfig, SplitConfig,
 )
 from linprobe.pipeline.cli import build_parser, extract_configs
 from linprobe.pipeline.params import ParamsError, extract_config, parse_params
@@ -44,7 +44,7 @@ def test_cli_choices_are_the_library_choices():
     ex = build_parser()._subparsers._group_actions[0].choices["extract"]
     choices = {a.dest: tuple(a.choices) for a in ex._actions if a.choices}
     assert choices == {"resize": RESIZE_MODES, "device": DEVICES, "precision": PRECISIONS,
-                       "on_error": ON_ERROR}
+                       "on_error": ON_ERROR, "engine": ENGINES}
 
 
 def test_params_choices_are_the_library_choices():

@@ -187,7 +187,25 @@ class SolverOptions(LinearOptions):
 
 @dataclass(frozen=True)
 class LogregOptions(SolverOptions):
-    """Logistic regression: sklearn's lbfgs or torch L-BFGS (:mod:`.torch_lbfgs`)."""
+    """Logistic regression: sklearn's lbfgs or torch L-BFGS (:mod:`.torch_lbfgs`). With
+    ``chunk_mb`` the torch solver streams the file in blocks of about that many MiB instead of
+    loading it (:mod:`.streaming`): memory bounded by the block, for files larger than RAM."""
+    chunk_mb: float | None = None         # None: load the file | MiB per streamed block
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.chunk_mb is None:
+            return
+        _set(self, "chunk_mb", _real("chunk_mb", self.chunk_mb, 0.0))
+        if self.solver != "torch":
+            raise ValueError(f"The 'chunk_mb' probe option streams the file through the torch "
+                             f"solver. Got solver {self.solver!r}; set solver: torch or remove "
+                             f"chunk_mb.")
+        if self.scheme != "val" or self.few_shot is not None:
+            raise ValueError("The 'chunk_mb' probe option (streamed fit) selects C on the val "
+                             "split and has no few-shot curve. Got scheme "
+                             f"{self.scheme!r}, few_shot {self.few_shot!r}; set scheme: val "
+                             "and few_shot: false, or remove chunk_mb.")
 
 
 @dataclass(frozen=True)
@@ -220,7 +238,7 @@ class KnnOptions(ProbeOptions):
 
 
 OPTION_CLASSES: tuple[type[ProbeOptions], ...] = (ProbeOptions, LinearOptions, SolverOptions,
-                                                  KnnOptions)
+                                                  LogregOptions, KnnOptions)
 KNOWN_OPTIONS: frozenset[str] = frozenset(f.name for c in OPTION_CLASSES for f in fields(c))
 
 # Why an option does not apply, where the option's name alone does not say it.
@@ -228,6 +246,7 @@ _TORCH_ONLY = "the torch solvers are for 'logreg' and 'linear_svm' only"
 _WHY = {"solver": _TORCH_ONLY,
         "device": _TORCH_ONLY,
         "temperature": "only k-NN weights votes by a temperature",
+        "chunk_mb": "only logreg (solver: torch) streams the file",
         "search": "k-NN's n_neighbors grid is searched as given, never refined",
         "refine_steps": "k-NN's n_neighbors grid is searched as given, never refined"}
 

@@ -40,6 +40,7 @@ from . import metrics as M
 from .fewshot import few_shot_curve
 from .options import ProbeOptions, resolve_options
 from . import persist
+from .blocks import torchrun_world
 from .probes import (ProbeSpec, assemble, get_probe, make_normalizer, normalize_fit_transform,
                      probe_options, solver_name)
 from .runfiles import add_test_details, missing_classes, score_run, write_run
@@ -48,13 +49,14 @@ from .selection import SCORERS, Selection, select
 
 def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                 options: Mapping[str, Any] | ProbeOptions | None = None, seed: int = 0,
-                name: str | None = None) -> RunMetrics:
+                name: str | None = None) -> RunMetrics | None:
     """Select, refit and score ``probe`` on an embeddings file; write the three artifacts.
 
     ``probe`` is a registry name (:data:`PROBES`); ``options`` a dict of its options or its
     options dataclass (e.g. ``LogregOptions(class_weight="balanced")``); ``name`` names the run's
     artifacts and its ``"probe"`` in the metrics (default: ``probe``), so variants of one probe
-    sit side by side. Returns the metrics dict written to ``metrics/<backbone>/<name>.json``.
+    sit side by side. Returns the metrics dict written to ``metrics/<backbone>/<name>.json``
+    (None on torchrun ranks other than 0: see :mod:`.stream_train`).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"The 'seed' parameter of train_probe must be an int >= 0. Got {seed!r} instead.")
@@ -64,12 +66,15 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
                          f"separator). Got {name!r} instead.")
     given = probe_options(probe, options)      # option errors before the file is read
     path = Path(embeddings)
+    if getattr(given, "chunk_mb", None) is not None or torchrun_world() > 1:
+        from .stream_train import train_streamed   # logreg streamed: the matrix stays on disk
+        return train_streamed(path, probe, out_dir, given, int(seed), name)
     es = read_embeddings(path)
     _check_embeddings(es, path)
     spec = get_probe(probe, es.task)
     opts = resolve_options(given, es.task, es.class_names)
     C = len(es.class_names)
-    tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
+    tr, va = es.mask("train"), es.mask("val")
     tv = tr | va
 
     # Progress: on 70k images the fits below run for minutes.
@@ -92,13 +97,38 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     with threads.scope():  # scoring and the few-shot fits: one choice for the block each
         test, val, pred, scores, kind, test_ci = _evaluate(model, sel, X_te, y_te, es, opts, seed)
 
+    result = run_metrics(path, es, spec, opts, given, name, sel, test, val, test_ci, kind,
+                         model, fit_seconds, threads, seed, es.embeddings.shape[1], refit_passes)
+    if opts.few_shot:
+        t0 = time.perf_counter()
+        result["few_shot"] = few_shot_curve(      # reads only the drawn train rows
+            lambda: assemble(make_normalizer(opts.normalize), spec.build(sel.value, opts, seed)),
+            es.embeddings, es.labels[tr], X_te, y_te, train_rows=np.flatnonzero(tr),
+            ks=list(opts.few_shot.k), seeds=opts.few_shot.seeds,
+            score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
+            metric=HEADLINE[es.task], base_seed=seed)
+        result["few_shot"]["seconds"] = round(time.perf_counter() - t0, 3)
+
+    write_run(ArtifactPaths(out_dir).run(path.stem, name), persist.model(model), result,
+              es.class_names, es.task, ids_te, y_te, pred, scores)
+    return result
+
+
+def run_metrics(path: Path, es: EmbeddingSet, spec: ProbeSpec, opts: ProbeOptions,
+                given: ProbeOptions, name: str, sel: Selection, test: dict, val: dict,
+                test_ci: dict, kind: str, model: Pipeline, fit_seconds: float,
+                threads: ThreadController, seed: int, embed_dim: int,
+                refit_passes: int | None = None) -> RunMetrics:
+    """The run's metrics (the schema's RunMetrics) from its selection, refit and test scoring:
+    one builder for the in-memory and the streamed train runs."""
+    tr, va, te = es.mask("train"), es.mask("val"), es.mask("test")
     result: RunMetrics = {
         "schema_version": SCHEMA_VERSION,
         "backbone": path.stem, "backbone_spec": es.attrs.get("backbone", path.stem),
-        "probe": name, "probe_type": probe, "task": es.task, "headline": HEADLINE[es.task],
+        "probe": name, "probe_type": spec.name, "task": es.task, "headline": HEADLINE[es.task],
         "class_names": es.class_names,
         "n": {s: int(m.sum()) for s, m in (("train", tr), ("val", va), ("test", te))},
-        "embed_dim": int(es.embeddings.shape[1]),
+        "embed_dim": int(embed_dim),
         "test": test["summary"], "test_ci": test_ci,
         "val": val,
         "selection": {"scheme": sel.scheme, "metric": opts.selection_metric,
@@ -119,18 +149,6 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
         "seed": int(seed),
     }
     add_test_details(result, es.task, test)
-    if opts.few_shot:
-        t0 = time.perf_counter()
-        result["few_shot"] = few_shot_curve(      # reads only the drawn train rows
-            lambda: assemble(make_normalizer(opts.normalize), spec.build(sel.value, opts, seed)),
-            es.embeddings, es.labels[tr], X_te, y_te, train_rows=np.flatnonzero(tr),
-            ks=list(opts.few_shot.k), seeds=opts.few_shot.seeds,
-            score=lambda m, X, y: SCORERS[HEADLINE[es.task]](y, M.full_scores(m, X, C)[0]),
-            metric=HEADLINE[es.task], base_seed=seed)
-        result["few_shot"]["seconds"] = round(time.perf_counter() - t0, 3)
-
-    write_run(ArtifactPaths(out_dir).run(path.stem, name), persist.model(model), result,
-              es.class_names, es.task, ids_te, y_te, pred, scores)
     return result
 
 

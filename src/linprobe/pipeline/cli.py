@@ -7,6 +7,7 @@ torch and `linprobe --help` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -176,7 +177,11 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    with claim_outputs("train", args):
+    from linprobe.models.blocks import torchrun_world
+
+    # Under torchrun only rank 0 writes the artifacts (streamed logreg), so only it locks them.
+    first = torchrun_world() < 2 or os.environ.get("RANK") == "0"
+    with claim_outputs("train", args) if first else contextlib.nullcontext():
         _train(args)
 
 
@@ -207,6 +212,8 @@ def _train(args: argparse.Namespace) -> None:
     metrics = run_interruptibly("train", train_probe, args.embeddings, probe, args.out_dir,
                                 options=options, seed=0 if seed is None else seed,
                                 name=args.probe)
+    if metrics is None:      # a torchrun rank other than 0: rank 0 reports
+        return
     headline = metrics["headline"]
     value = metrics["test"].get(headline)
     print(f"{metrics.get('backbone')} / {args.probe}: test {headline} = {value:.4f}"

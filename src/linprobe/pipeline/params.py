@@ -76,7 +76,7 @@ class ExtractParams:
     precision: str = _X.precision
     on_error: str = _X.on_error
     threads: int | str = _X.threads      # read by `linprobe extract --params` (not in dvc.yaml)
-    engine: str = "local"            # local (this process; torchrun ranks) | ray (one task/shard)
+    engine: str = ENGINES[0]         # local (this process; torchrun ranks) | ray (one task/shard)
     ray_address: str | None = None   # ray engine: cluster address; None: RAY_ADDRESS, else local
 
 
@@ -201,7 +201,7 @@ def parse_params(raw: Any, source: Path = Path("params.yaml")) -> Params:
         precision=e.get("precision", str, _X.precision, choices=PRECISIONS),
         on_error=e.get("on_error", str, _X.on_error, choices=ON_ERROR),
         threads=_threads(e),
-        engine=e.get("engine", str, "local", choices=ENGINES),
+        engine=e.get("engine", str, ENGINES[0], choices=ENGINES),
         ray_address=e.get("ray_address", str, None),
     )
 
