@@ -138,3 +138,22 @@ def test_progress_note_appears_when_real_busy_processes_take_the_core():
     quiet, busy = out.strip().splitlines()
     assert quiet == "quiet: 1 thread"
     assert busy.startswith("busy: machine appears busy (") and busy.endswith("kept 1 thread")
+
+
+def test_fits_without_iterations_never_read_as_a_busy_machine():
+    # k-NN "fits" report no solver iterations; their cost varies with k, so fits/s says
+    # nothing about the machine (the demo's knn bar once claimed a busy machine on a quiet one).
+    import time as _time
+
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = np.random.default_rng(0).normal(size=(40, 4)), np.arange(40) % 2
+    c = ThreadController(1)
+    with fit_threads(c):
+        for i in range(8):
+            clf = KNeighborsClassifier(n_neighbors=3)
+            with fit_scope(clf):
+                clf.fit(X, y)
+                _time.sleep(0.001 if i < 4 else 0.05)   # later fits 50x slower
+    assert c.used == {1: 8}
+    assert c.busy_note() is None

@@ -111,6 +111,10 @@ class ThreadController:
             ref = self.rates[1:REFERENCE_UNITS + 1]
             self.reference = sorted(ref)[len(ref) // 2]
 
+    def count(self, threads: int) -> None:
+        """Record a unit run with ``threads`` whose rate says nothing about the machine."""
+        self.used[threads] += 1
+
     @contextmanager
     def scope(self) -> Iterator[int]:
         """Run one unit with the chosen threads (yields the count); the caller observes it."""
@@ -180,7 +184,8 @@ def fit_threads(controller: ThreadController) -> Iterator[ThreadController]:
 
 class _FitUnit:
     """One fit under the active controller: threads chosen on entry, rate observed on exit
-    (solver iterations per second when the estimator reports them, else fits per second)."""
+    (solver iterations per second when the estimator reports them; a fit without iterations,
+    such as k-NN, is only counted)."""
 
     def __init__(self, controller: ThreadController, estimator: Any) -> None:
         self.c, self.estimator = controller, estimator
@@ -197,7 +202,10 @@ class _FitUnit:
         if exc[0] is None:
             est = getattr(self.estimator, "estimators_", [self.estimator])
             iters = sum(int(max(_flat(getattr(e, "n_iter_", 0)))) for e in est)
-            self.c.observe(iters or 1, seconds, self.n)
+            if iters:
+                self.c.observe(iters, seconds, self.n)
+            else:  # no solver iterations (k-NN): fits/s varies with the fit, not the machine
+                self.c.count(self.n)
             bar = self.c.bar
             if bar is not None:
                 bar.update(1)
