@@ -28,6 +28,9 @@ class FinetuneNet(nn.Module):
         return self.head(torch.flatten(self.trunk(x), 1))
 
 
+SCRATCH_BN_MOMENTUM = 0.1   # torch's BatchNorm default
+
+
 def arm_spec(spec: str, arm: str) -> str:
     """The backbone spec an arm loads: ``finetune`` the pretrained spec itself, ``scratch`` the
     same architecture with random init (``<family>:<model>:none``)."""
@@ -59,6 +62,13 @@ def build_net(spec: str, arm: str, n_classes: int, *, image_size: int | None,
         net = FinetuneNet(bb.model, bb.embed_dim, n_classes)
     for p in net.parameters():  # the registry hands out frozen backbones
         p.requires_grad_(True)
+    if arm == "scratch":
+        # Random-init running statistics are far from the trained network's; TF-ported
+        # momenta (EfficientNet-Lite: 0.01) need thousands of steps to forget them, and eval
+        # mode then predicts one class. torch's default 0.1 catches up within an epoch.
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.momentum is not None:
+                m.momentum = max(m.momentum, SCRATCH_BN_MOMENTUM)
     return net, bb
 
 
