@@ -46,11 +46,12 @@ def test_min_iter_moves_a_warm_start_under_a_loose_tol(pixels):
     assert clf.n_iter_[0] >= 1 and not np.array_equal(clf.coef_, start)
 
 
-@pytest.mark.parametrize("probe, ref_solver", [("logreg", "sklearn"), ("linear_svm", "sklearn")])
-def test_path_search_chooses_like_the_sklearn_grid(fmnist_small, tmp_path, probe, ref_solver):
-    ref = train_probe(fmnist_small, probe, tmp_path / "a", options={**OPTS, "solver": ref_solver})
-    ours = train_probe(fmnist_small, probe, tmp_path / "b",
-                       options={**OPTS, "solver": "torch", "search": "path", "device": "cpu"})
+@pytest.mark.parametrize("probe", ["logreg", "linear_svm", "ovr_logreg", "ovr_linear_svm"])
+def test_path_search_chooses_like_the_sklearn_grid(fmnist_small, tmp_path, probe):
+    ref = train_probe(fmnist_small, probe, tmp_path / "a", options={**OPTS, "solver": "sklearn"})
+    # The defaults: solver torch, search auto = path.
+    ours = train_probe(fmnist_small, probe, tmp_path / "b", options={**OPTS, "device": "cpu"})
+    assert ours["options"]["search"] == "path" and ref["options"]["search"] == "grid"
     assert ours["solver"] == "torch L-BFGS" and ref["solver"].startswith("sklearn")
     assert ours["selection"]["search"] == "path" and ref["selection"]["search"] == "grid"
     c_ref, c_ours = ref["selection"]["params"]["C"], ours["selection"]["params"]["C"]
@@ -69,7 +70,10 @@ def test_path_search_chooses_like_the_sklearn_grid(fmnist_small, tmp_path, probe
 
 def test_path_search_needs_the_torch_solver():
     with pytest.raises(ValueError, match="'path' needs solver: torch"):
-        probe_options("logreg", {"search": "path"})
+        probe_options("logreg", {"search": "path", "solver": "sklearn"})
     with pytest.raises(ValueError, match="'path' needs solver: torch"):
-        probe_options("ovr_logreg", {"search": "path"})
+        probe_options("ovr_logreg", {"search": "path", "solver": "sklearn"})
     assert probe_options("linear_svm", {"search": "path"}).search == "path"
+    # The default search resolves to path with the (default) torch solver, grid with sklearn.
+    assert probe_options("ovr_logreg").resolved_search() == "path"
+    assert probe_options("logreg", {"solver": "sklearn"}).resolved_search() == "grid"

@@ -140,7 +140,7 @@ def select(spec: ProbeSpec, opts: ProbeOptions, seed: int, X: np.ndarray, y: np.
             # With kfold the curve is the score of the pooled out-of-fold predictions.
             results[v] = (score_fn(eval_y, s), s)
 
-    search = getattr(opts, "search", "grid")
+    search = opts.resolved_search() if hasattr(opts, "resolved_search") else "grid"
     if search == "path":
         _path(evaluate, results, list(opts.grid))
     else:
@@ -188,7 +188,9 @@ def _fit_score(spec: ProbeSpec, opts: ProbeOptions, seed: int, fold: Fold, v: An
         warnings.filterwarnings("ignore", message="Label .*present in all training")
         with fit_scope(clf):  # the threads of this fit (train.py's controller; else no-op)
             clf.fit(fold.X_fit, y[fold.fit_idx])
-    if spec.warm_start:
+    # sklearn's OneVsRestClassifier (no C of its own) clones its estimator on every fit:
+    # nothing to warm-start from.
+    if spec.warm_start and spec.param in clf.get_params(deep=False):
         fold.fitted[v] = clf
     return full_scores(clf, fold.X_eval, n_classes)[0], clf
 
