@@ -182,3 +182,18 @@ def test_train_probe_on_multilabel_selects_like_sklearn(mosaic, tmp_path, probe)
     assert abs(ours["test"]["mAP"] - ref["test"]["mAP"]) <= 0.01
     path = tmp_path / "b" / "probes" / "r18" / f"{probe}.joblib"
     assert type(joblib.load(path).named_steps["probe"]) is OneVsRestClassifier
+
+
+@pytest.mark.parametrize("probe", ["ovr_logreg", "ovr_linear_svm"])
+def test_train_probe_grid_on_multiclass_chooses_sklearns_c(fmnist_small, tmp_path, probe):
+    """At the full tol the torch grid retraces sklearn's val curve (to one val row where both
+    converge) and chooses its C."""
+    opts = {"n_boot": 50, "few_shot": False}
+    ref = train_probe(fmnist_small, probe, tmp_path / "a", options={**opts, "solver": "sklearn"})
+    ours = train_probe(fmnist_small, probe, tmp_path / "b",
+                       options={**opts, "search": "grid", "device": "cpu"})
+    assert ours["selection"]["params"] == ref["selection"]["params"]
+    curve = {p["C"]: p["score"] for p in ref["selection"]["curve"]}
+    gap = {p["C"]: abs(p["score"] - curve[p["C"]]) for p in ours["selection"]["curve"]}
+    assert max(g for c, g in gap.items() if c <= 1) <= 1 / ref["n"]["val"] + 1e-9
+    assert abs(ours["test"]["accuracy"] - ref["test"]["accuracy"]) <= 0.01
