@@ -62,7 +62,7 @@ def test_path_search_chooses_like_the_sklearn_grid(fmnist_small, tmp_path, probe
     # grid chooses the reference's C, test_torch_ovr.py).
     rows = 2 if probe == "ovr_logreg" else 1
     assert c_ours == c_ref or abs(curve[c_ours] - curve[c_ref]) <= rows / ref["n"]["val"] + 1e-9
-    assert abs(ours["test"]["accuracy"] - ref["test"]["accuracy"]) <= 0.01
+    assert abs(ours["test"]["accuracy"] - ref["test"]["accuracy"]) <= 0.01 + 1e-9   # 3 of 300
     assert abs(ours["val"]["accuracy"] - ref["val"]["accuracy"]) <= 0.01
     # The path stops PATH_PATIENCE values past its best, so it fits fewer values than the grid.
     scores = [p["score"] for p in ours["selection"]["curve"]]
