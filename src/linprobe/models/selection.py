@@ -6,8 +6,8 @@ data). Each grid value is fitted on the fold's training part and scored on its h
 consecutive values warm-start from the previous solution where the solver allows, and the
 ``refine`` search bisects the log grid around the best value, warm-starting from it.
 
-The ``path`` search (torch solvers) walks the grid upwards along the warm-started
-regularisation path at a loose tolerance (``PATH_TOL_FACTOR`` x tol, at least
+The ``path`` search (torch solvers; their default, ``search: auto``) walks the grid upwards
+along the warm-started regularisation path at a loose tolerance (``PATH_TOL_FACTOR`` x tol, at least
 ``PATH_MIN_ITER`` iterations per value), stops once ``PATH_PATIENCE`` consecutive values score
 below the best (the large-C fits are the slowest and, past the peak, only get worse), and
 chooses among the values fitted as the grid search does; the refit on train+val then starts
