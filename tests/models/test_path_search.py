@@ -81,3 +81,22 @@ def test_path_search_needs_the_torch_solver():
     # The default search resolves to path with the (default) torch solver, grid with sklearn.
     assert probe_options("ovr_logreg").resolved_search() == "path"
     assert probe_options("logreg", {"solver": "sklearn"}).resolved_search() == "grid"
+
+
+@pytest.mark.parametrize("probe, factor", [("logreg", 10), ("linear_svm", 30),
+                                           ("ovr_logreg", 10), ("ovr_linear_svm", 30)])
+def test_path_fits_at_the_solvers_loose_tol(fmnist_small, probe, factor):
+    """The squared hinge's larger gradients get a looser path tol (selection.py's docstring:
+    the same val scores on the real 60k file in half the passes)."""
+    from linprobe.models.options import resolve_options
+    from linprobe.models.probes import get_probe
+    from linprobe.models.selection import select
+    from .conftest import FMNIST_CLASSES
+
+    es = read_embeddings(fmnist_small)
+    tv = ~es.mask("test")
+    opts = resolve_options(probe_options(probe, {"grid": [0.01, 0.1], "device": "cpu"}),
+                           "multiclass", FMNIST_CLASSES)
+    sel = select(get_probe(probe), opts, 0, es.embeddings[tv], es.labels[tv],
+                 es.mask("val")[tv], 10)
+    assert sel.search == "path" and sel.warm.tol == pytest.approx(opts.tol * factor)

@@ -147,6 +147,7 @@ class TorchOvrLogisticRegression(TorchOneVsRest):
 
 class TorchOvrLinearSVC(TorchOneVsRest):
     """One-vs-rest linear SVM (squared hinge, liblinear's primal), the K problems together."""
+    path_tol_factor = 30.0   # the path search's loose tol (models/selection.py)
 
     def _solve(self, X, Y, S, init) -> Result:
         return fit_squared_hinge(X, np.where(Y == 1, 1.0, -1.0), S, self.C, init,
