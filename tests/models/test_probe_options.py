@@ -9,7 +9,8 @@ import json
 import pytest
 
 from linprobe.models.options import (C_GRID, K_GRID, FewShot, KnnOptions, LinearOptions,
-                                     LogregOptions, ProbeOptions, SvmOptions, resolve_options)
+                                     LogregOptions, OvrOptions, ProbeOptions, SvmOptions,
+                                     resolve_options)
 from linprobe.models.probes import PROBES, probe_options
 from linprobe.models.train import train_probe
 
@@ -25,7 +26,7 @@ def small(tmp_path_factory):
 
 
 @pytest.mark.parametrize("instance", [ProbeOptions(), LinearOptions(), LogregOptions(),
-                                      SvmOptions(), KnnOptions(), FewShot()],
+                                      SvmOptions(), OvrOptions(), KnnOptions(), FewShot()],
                          ids=lambda o: type(o).__name__)
 def test_options_are_frozen(instance):
     field = dataclasses.fields(instance)[0].name
@@ -36,7 +37,12 @@ def test_options_are_frozen(instance):
 def test_each_probe_declares_its_options_class_with_its_defaults():
     assert {n: s.options for n, s in PROBES.items()} == {
         "logreg": LogregOptions, "linear_svm": SvmOptions, "knn": KnnOptions,
-        "ovr_logreg": LinearOptions, "ovr_linear_svm": LinearOptions}
+        "ovr_logreg": OvrOptions, "ovr_linear_svm": OvrOptions}
+    # The torch L-BFGS path is every linear probe's default; sklearn stays the reference.
+    for cls in (LogregOptions, SvmOptions, OvrOptions):
+        assert cls().solver == "torch" and cls().search == "auto"
+        assert cls().resolved_search() == "path"
+        assert cls(solver="sklearn").resolved_search() == "grid"
     assert LinearOptions().grid == C_GRID and LinearOptions().normalize == "standard"
     assert KnnOptions().grid == K_GRID and KnnOptions().normalize == "none"
     assert PROBES["knn"].param == "n_neighbors" and PROBES["logreg"].param == "C"
@@ -55,9 +61,8 @@ NOT_APPLICABLE = [
     ("logreg", "temperature", 0.1, "only k-NN weights votes by a temperature"),
     ("knn", "search", "refine", "k-NN.s n_neighbors grid is searched as given, never refined"),
     ("knn", "refine_steps", 2, "k-NN.s n_neighbors grid is searched as given, never refined"),
-    ("knn", "solver", "torch", "the torch solvers are for 'logreg' and 'linear_svm' only"),
-    ("ovr_logreg", "solver", "sklearn", "the torch solvers are for 'logreg' and 'linear_svm' only"),
-    ("ovr_linear_svm", "device", "cpu", "the torch solvers are for 'logreg' and 'linear_svm' only"),
+    ("knn", "solver", "torch", "k-NN has no solver to choose"),
+    ("knn", "device", "cpu", "k-NN has no solver to choose"),
     ("knn", "class_weight", "balanced", None),
     ("knn", "max_iter", 10, None),
     ("knn", "tol", 1e-3, None),
@@ -76,15 +81,16 @@ def test_an_option_that_does_not_apply_is_refused(probe, option, value, why, sma
 
 
 @pytest.mark.parametrize("build, match", [
-    (lambda: LogregOptions(device="cpu"), r"'device' probe option applies only with solver: torch"),
+    (lambda: LogregOptions(solver="sklearn", device="cpu"),
+     r"'device' probe option applies only with solver: torch"),
     (lambda: SvmOptions(solver="sklearn", device="cpu"), r"'device' probe option applies only with solver: torch"),
     (lambda: SvmOptions(solver="liblinear"), r"'solver' probe option must be one of \['sklearn', "
                                              r"'torch'\]"),
     (lambda: KnnOptions(grid=[2.5]), r"'grid' probe option must be a non-empty list of positive "
                                      r"n_neighbors values"),
     (lambda: LinearOptions(grid=[]), r"'grid' probe option must be a non-empty list of positive C"),
-    (lambda: LinearOptions(search="bisect"), r"'search' probe option must be one of \['grid', "
-                                             r"'refine', 'path'\]"),
+    (lambda: LinearOptions(search="bisect"), r"'search' probe option must be one of \['auto', "
+                                             r"'grid', 'refine', 'path'\]"),
     (lambda: ProbeOptions(normalize="zscore"), r"'normalize' probe option must be one of"),
     (lambda: KnnOptions(holdout_fraction=1.0), r"'holdout_fraction' probe option must be a float "
                                                r"in \(0.0, 1.0\)"),

@@ -57,7 +57,7 @@ def test_chunk_mb_option_errors():
     with pytest.raises(ValueError, match=r"'chunk_mb' probe option must be a float > 0.0"):
         probe_options("logreg", {"solver": "torch", "chunk_mb": 0})
     with pytest.raises(ValueError, match=r"'chunk_mb' .* Got solver 'sklearn'; set solver: torch"):
-        probe_options("logreg", {"chunk_mb": 64})
+        probe_options("logreg", {"solver": "sklearn", "chunk_mb": 64, "few_shot": False})
     with pytest.raises(ValueError, match=r"few_shot: false"):
         probe_options("logreg", {"solver": "torch", "chunk_mb": 64})
     with pytest.raises(ValueError, match=r"'chunk_mb' probe option does not apply to probe "

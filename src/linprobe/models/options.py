@@ -2,7 +2,7 @@
 
 ``ProbeOptions`` holds what every probe accepts; ``LinearOptions`` adds what the C-searched linear
 probes use (``logreg``, ``linear_svm``, ``ovr_*``), ``SolverOptions`` the choice of solver (its
-subclasses ``LogregOptions`` and ``SvmOptions`` name the probe), and
+subclasses ``LogregOptions``, ``SvmOptions`` and ``OvrOptions`` name the probe), and
 ``KnnOptions`` the vote temperature. The registry (:mod:`.probes`) names each probe's class, so an
 option a probe does not use (``temperature`` on an SVM) is refused instead of silently ignored.
 Constructing a class checks its values; :func:`options_from_dict` also checks the option names;
@@ -26,7 +26,7 @@ SELECTION_METRICS: dict[str, tuple[str, ...]] = {
     "multiclass": ("accuracy", "balanced_accuracy", "macro_f1"),
     "multilabel": ("mAP", "micro_ap")}
 SCHEMES: tuple[str, ...] = ("val", "kfold")
-SEARCHES: tuple[str, ...] = ("grid", "refine", "path")
+SEARCHES: tuple[str, ...] = ("auto", "grid", "refine", "path")
 SOLVERS: tuple[str, ...] = ("sklearn", "torch")
 SOLVER_DEVICES: tuple[str, ...] = DEVICES  # the extractor's choices: one list of devices
 C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 13))
@@ -140,7 +140,8 @@ class ProbeOptions:
 class LinearOptions(ProbeOptions):
     """A linear classifier searched over its inverse regularisation C."""
     class_weight: str | dict[str, float] | None = None   # None | balanced | {class name: weight}
-    search: str = "grid"                  # grid | refine (bisect the log grid around the best C)
+    search: str = "auto"                  # auto (path with solver torch, else grid) | grid
+    #                                       | refine (bisect the log grid around the best C)
     #                                       | path (torch solvers; see models/selection.py)
     refine_steps: int = 3
     max_iter: int = 1000
@@ -169,11 +170,18 @@ class LinearOptions(ProbeOptions):
     def refine_steps_to_run(self) -> int:
         return self.refine_steps if self.search == "refine" else 0
 
+    def resolved_search(self) -> str:
+        """``search`` with ``auto`` resolved: ``path`` with the torch solver, else ``grid``."""
+        if self.search != "auto":
+            return self.search
+        return "path" if getattr(self, "solver", "sklearn") == "torch" else "grid"
+
 
 @dataclass(frozen=True)
 class SolverOptions(LinearOptions):
-    """A linear probe fitted by sklearn's solver (the reference) or by a torch L-BFGS solver."""
-    solver: str = "sklearn"               # sklearn (the reference) | torch (L-BFGS, GPU-capable)
+    """A linear probe fitted by a torch L-BFGS solver (the default: warm starts along the C
+    path, CPU or GPU) or by sklearn's solver (the reference the tests check it against)."""
+    solver: str = "torch"                 # torch (L-BFGS, GPU-capable) | sklearn (the reference)
     device: str = "auto"                  # torch solver only: auto | cpu | cuda
 
     def __post_init__(self) -> None:
@@ -187,9 +195,9 @@ class SolverOptions(LinearOptions):
 
 @dataclass(frozen=True)
 class LogregOptions(SolverOptions):
-    """Logistic regression: sklearn's lbfgs or torch L-BFGS (:mod:`.torch_lbfgs`). With
-    ``chunk_mb`` the torch solver streams the file in blocks of about that many MiB instead of
-    loading it (:mod:`.streaming`): memory bounded by the block, for files larger than RAM."""
+    """Logistic regression: torch L-BFGS (:mod:`.torch_lbfgs`, the default) or sklearn's lbfgs
+    (the reference). With ``chunk_mb`` the torch solver streams the file in blocks of about
+    that many MiB instead of loading it (:mod:`.streaming`): memory bounded by the block."""
     chunk_mb: float | None = None         # None: load the file | MiB per streamed block
 
     def __post_init__(self) -> None:
@@ -214,7 +222,13 @@ class SvmOptions(SolverOptions):
     liblinear (the reference). liblinear cannot warm-start along the C grid and needs hundreds of
     dual iterations per fit at large C; the L-BFGS path reaches the same objective and choices
     (tests/models/test_torch_svm.py, benchmarks/svm_solvers.py) many times faster."""
-    solver: str = "torch"
+
+
+@dataclass(frozen=True)
+class OvrOptions(SolverOptions):
+    """One-vs-rest logistic regression / linear SVM (multilabel or multiclass): the K binary
+    problems fitted together by torch L-BFGS (:mod:`.torch_ovr`, the default) or one by one by
+    sklearn's ``OneVsRestClassifier`` (the reference)."""
 
 
 @dataclass(frozen=True)
@@ -242,9 +256,9 @@ OPTION_CLASSES: tuple[type[ProbeOptions], ...] = (ProbeOptions, LinearOptions, S
 KNOWN_OPTIONS: frozenset[str] = frozenset(f.name for c in OPTION_CLASSES for f in fields(c))
 
 # Why an option does not apply, where the option's name alone does not say it.
-_TORCH_ONLY = "the torch solvers are for 'logreg' and 'linear_svm' only"
-_WHY = {"solver": _TORCH_ONLY,
-        "device": _TORCH_ONLY,
+_NO_SOLVER = "k-NN has no solver to choose"
+_WHY = {"solver": _NO_SOLVER,
+        "device": _NO_SOLVER,
         "temperature": "only k-NN weights votes by a temperature",
         "chunk_mb": "only logreg (solver: torch) streams the file",
         "search": "k-NN's n_neighbors grid is searched as given, never refined",
@@ -282,6 +296,8 @@ def resolve_options(opts: ProbeOptions, task: str, class_names: list[str]) -> Pr
     metric = opts.selection_metric or SELECTION_METRICS[task][0]
     _choice("selection_metric", metric, SELECTION_METRICS[task])
     opts = replace(opts, selection_metric=metric)
+    if isinstance(opts, LinearOptions):   # the metrics record the search that ran
+        opts = replace(opts, search=opts.resolved_search())
     cw = getattr(opts, "class_weight", None)
     if not isinstance(cw, dict):
         return opts

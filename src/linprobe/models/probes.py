@@ -23,8 +23,8 @@ from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScale
 from sklearn.svm import LinearSVC
 
 from .knn import CosineKNNClassifier
-from .options import (NORMALIZATIONS, KnnOptions, LinearOptions, LogregOptions, ProbeOptions,
-                      SvmOptions, options_from_dict)
+from .options import (NORMALIZATIONS, KnnOptions, LinearOptions, LogregOptions, OvrOptions,
+                      ProbeOptions, SvmOptions, options_from_dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,24 @@ def _svm(value: float, opts: SvmOptions, seed: int) -> BaseEstimator:
     return _sklearn_svm(value, opts, seed)
 
 
+def _ovr_logreg(value: float, opts: OvrOptions, seed: int) -> BaseEstimator:
+    if opts.solver == "torch":
+        from .torch_ovr import TorchOvrLogisticRegression   # imports torch only when fitting
+        return TorchOvrLogisticRegression(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
+                                          class_weight=opts.class_weight, warm_start=True,
+                                          device=opts.device)
+    return OneVsRestClassifier(_sklearn_logreg(value, opts, seed))
+
+
+def _ovr_svm(value: float, opts: OvrOptions, seed: int) -> BaseEstimator:
+    if opts.solver == "torch":
+        from .torch_ovr import TorchOvrLinearSVC   # imports torch only when fitting
+        return TorchOvrLinearSVC(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
+                                 class_weight=opts.class_weight, warm_start=True,
+                                 device=opts.device)
+    return OneVsRestClassifier(_sklearn_svm(value, opts, seed))
+
+
 def _knn(value: int, opts: KnnOptions, seed: int) -> CosineKNNClassifier:
     return CosineKNNClassifier(n_neighbors=int(value), temperature=opts.temperature)
 
@@ -97,13 +115,13 @@ PROBES: dict[str, ProbeSpec] = {
                             log_scale=True, warm_start=True, solver="sklearn liblinear"),
     "knn": ProbeSpec("knn", ("multiclass",), KnnOptions, _knn, log_scale=False, warm_start=False,
                      solver="exact cosine k-NN"),
-    # OneVsRestClassifier clones its estimator on every fit, so no warm start across the grid.
-    "ovr_logreg": ProbeSpec("ovr_logreg", ("multilabel", "multiclass"), LinearOptions,
-                            lambda v, o, s: OneVsRestClassifier(_sklearn_logreg(v, o, s)),
-                            log_scale=True, warm_start=False, solver="sklearn lbfgs"),
-    "ovr_linear_svm": ProbeSpec("ovr_linear_svm", ("multilabel", "multiclass"), LinearOptions,
-                                lambda v, o, s: OneVsRestClassifier(_sklearn_svm(v, o, s)),
-                                log_scale=True, warm_start=False, solver="sklearn liblinear"),
+    # warm_start: the torch solvers start from the nearest fitted C (sklearn's
+    # OneVsRestClassifier clones its estimator on every fit, so it cannot).
+    "ovr_logreg": ProbeSpec("ovr_logreg", ("multilabel", "multiclass"), OvrOptions, _ovr_logreg,
+                            log_scale=True, warm_start=True, solver="sklearn lbfgs"),
+    "ovr_linear_svm": ProbeSpec("ovr_linear_svm", ("multilabel", "multiclass"), OvrOptions,
+                                _ovr_svm, log_scale=True, warm_start=True,
+                                solver="sklearn liblinear"),
 }
 
 

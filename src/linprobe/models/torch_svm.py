@@ -57,6 +57,7 @@ def primal_objective(X: np.ndarray, Y: np.ndarray, S: np.ndarray, W: np.ndarray,
 class TorchLinearSVC(TorchLinear):
     """Linear SVM (squared hinge, L2, one-vs-rest) fitted with ``torch.optim.LBFGS``
     (parameters: :class:`~.torch_lbfgs.TorchLinear`); computes in X's dtype."""
+    path_tol_factor = 30.0   # the path search's loose tol (models/selection.py)
 
     def fit(self, X, y) -> "TorchLinearSVC":
         """X (n, D) float32/float64, y (n,) labels."""
