@@ -91,3 +91,17 @@ def init_project(root: Path, data_path: str | None, *, shipped_probes: bool = Fa
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "init", cwd=root)
     return root
+
+
+def build_committed(root: Path, edit: Callable[[dict], object] | None = None) -> tuple[Path, str]:
+    """A project in ``root`` on a small slice of the bundled demo (params edited by ``edit``),
+    run once with `dvc repro` and committed: (root, the repro's output). Tests take copies."""
+    copy_slice(root / "data" / "demo", {"train": 8, "val": 4, "test": 5})
+    init_project(root, "data/demo")
+    if edit is not None:
+        edit_params(root, edit)
+        sh("git", "commit", "-qam", "params edited", cwd=root)
+    out = dvc("repro", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "first run", cwd=root)
+    return root, out

@@ -19,7 +19,7 @@ import pytest
 
 from linprobe.schema import ArtifactPaths
 
-from .dvcproject import BIN, copy_project, copy_slice, dvc, edit_params, init_project, ran_stages, run, sh
+from .dvcproject import BIN, build_committed, copy_project, dvc, edit_params, ran_stages, run
 
 REL = ArtifactPaths("artifacts")
 TINY = {"epochs": 2, "lrs": [0.001], "batch_size": 16}  # seconds per run on one core
@@ -33,14 +33,7 @@ pytestmark = pytest.mark.slow
 def built(tmp_path_factory) -> tuple[Path, str]:
     """(project, output of its first `dvc repro` with the shipped finetune section: off)."""
     root = tmp_path_factory.mktemp("dvcft")
-    copy_slice(root / "data" / "demo", {"train": 8, "val": 4, "test": 5})
-    init_project(root, "data/demo")
-    edit_params(root, lambda p: p.update(backbones={"lite0": p["backbones"]["lite0"]}))
-    sh("git", "commit", "-qam", "lite0 only", cwd=root)
-    out = dvc("repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "first run", cwd=root)
-    return root, out
+    return build_committed(root, lambda p: p.update(backbones={"lite0": p["backbones"]["lite0"]}))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from linprobe.features.store import read_attrs
 from linprobe.schema import ArtifactPaths
 
-from .dvcproject import copy_project, copy_slice, dvc, edit_params, init_project, ran_stages, sh
+from .dvcproject import build_committed, copy_project, dvc, edit_params, ran_stages
 
 REL = ArtifactPaths("artifacts")  # as dvc.yaml and `dvc metrics/plots show` name them
 
@@ -24,12 +24,7 @@ REL = ArtifactPaths("artifacts")  # as dvc.yaml and `dvc metrics/plots show` nam
 def built(tmp_path_factory) -> tuple[Path, str]:
     """(project, output of its first `dvc repro`): built and committed once; tests get copies."""
     root = tmp_path_factory.mktemp("dvcproj")
-    copy_slice(root / "data" / "demo", {"train": 8, "val": 4, "test": 5})
-    init_project(root, "data/demo")
-    out = dvc("repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "first run", cwd=root)
-    return root, out
+    return build_committed(root)
 
 
 @pytest.fixture

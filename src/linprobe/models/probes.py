@@ -10,6 +10,7 @@ feature normalisation (``standard`` | ``l2`` | ``none``) travels with the model 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from sklearn.svm import LinearSVC
 
 from .knn import CosineKNNClassifier
 from .options import (NORMALIZATIONS, KnnOptions, LinearOptions, LogregOptions, OvrOptions,
-                      ProbeOptions, SvmOptions, options_from_dict)
+                      ProbeOptions, SolverOptions, SvmOptions, options_from_dict)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,17 @@ def _sklearn_logreg(value: float, opts: LinearOptions, seed: int,
                               random_state=seed, warm_start=warm)
 
 
+def _torch(module: str, name: str, value: float, opts: SolverOptions) -> BaseEstimator:
+    """The torch L-BFGS estimator ``name`` of ``module`` (imported only when a probe is built
+    with it, so torch loads only for fitting), warm-started along the C grid."""
+    cls = getattr(importlib.import_module(f".{module}", __package__), name)
+    return cls(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
+               class_weight=opts.class_weight, warm_start=True, device=opts.device)
+
+
 def _logreg(value: float, opts: LogregOptions, seed: int) -> BaseEstimator:
     if opts.solver == "torch":
-        from .torch_lbfgs import TorchLogisticRegression   # imports torch only when fitting
-        return TorchLogisticRegression(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
-                                       class_weight=opts.class_weight, warm_start=True,
-                                       device=opts.device)
+        return _torch("torch_lbfgs", "TorchLogisticRegression", value, opts)
     return _sklearn_logreg(value, opts, seed, warm=True)
 
 
@@ -78,28 +84,19 @@ def _sklearn_svm(value: float, opts: LinearOptions, seed: int) -> LinearSVC:
 
 def _svm(value: float, opts: SvmOptions, seed: int) -> BaseEstimator:
     if opts.solver == "torch":
-        from .torch_svm import TorchLinearSVC   # imports torch only when fitting
-        return TorchLinearSVC(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
-                              class_weight=opts.class_weight, warm_start=True,
-                              device=opts.device)
+        return _torch("torch_svm", "TorchLinearSVC", value, opts)
     return _sklearn_svm(value, opts, seed)
 
 
 def _ovr_logreg(value: float, opts: OvrOptions, seed: int) -> BaseEstimator:
     if opts.solver == "torch":
-        from .torch_ovr import TorchOvrLogisticRegression   # imports torch only when fitting
-        return TorchOvrLogisticRegression(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
-                                          class_weight=opts.class_weight, warm_start=True,
-                                          device=opts.device)
+        return _torch("torch_ovr", "TorchOvrLogisticRegression", value, opts)
     return OneVsRestClassifier(_sklearn_logreg(value, opts, seed))
 
 
 def _ovr_svm(value: float, opts: OvrOptions, seed: int) -> BaseEstimator:
     if opts.solver == "torch":
-        from .torch_ovr import TorchOvrLinearSVC   # imports torch only when fitting
-        return TorchOvrLinearSVC(C=float(value), max_iter=opts.max_iter, tol=opts.tol,
-                                 class_weight=opts.class_weight, warm_start=True,
-                                 device=opts.device)
+        return _torch("torch_ovr", "TorchOvrLinearSVC", value, opts)
     return OneVsRestClassifier(_sklearn_svm(value, opts, seed))
 
 
