@@ -112,7 +112,6 @@ def run_sweep(data, args, threads) -> dict:
     from linprobe.models.options import LogregOptions, resolve_options
     from linprobe.models.probes import get_probe
     from linprobe.models.selection import select
-    from linprobe.models.train import calibrate_fit_threads
     from linprobe.threads import ThreadController, fit_threads
 
     X, y, is_val, C, _ = data
@@ -122,7 +121,6 @@ def run_sweep(data, args, threads) -> dict:
                            "multiclass", [str(k) for k in range(C)])
     ctl = ThreadController(threads, unit="it")
     t0 = time.perf_counter()
-    calibrate_fit_threads(ctl, opts, X, C)     # as `linprobe train` does (part of the time)
     with fit_threads(ctl):
         sel = select(spec, opts, 0, X, y, is_val, C)
     seconds = time.perf_counter() - t0

@@ -157,33 +157,3 @@ def test_fits_without_iterations_never_read_as_a_busy_machine():
                 _time.sleep(0.001 if i < 4 else 0.05)   # later fits 50x slower
     assert c.used == {1: 8}
     assert c.busy_note() is None
-
-
-def _thread_bound_kernel(seconds_at: dict[int, float]):
-    """A kernel whose duration depends on the torch threads it runs with (as a memory-bound
-    product's can): seconds_at[threads]."""
-    import time as _time
-
-    return lambda: _time.sleep(seconds_at[torch.get_num_threads()])
-
-
-def test_calibration_caps_auto_at_the_fewest_threads_that_pay_off(tmp_path):
-    c, stat = _recorded_controller(tmp_path)
-    assert c.calibrate(_thread_bound_kernel({2: 0.03, 1: 0.01})) == 1
-    assert set(c.calibration) == {1, 2} and c.calibration[1] < c.calibration[2]
-    assert c.choose() == 1 and c.postfix() == "1 thread"    # no busy-machine claim
-    assert c.record()["calibration"].keys() == {"1", "2"}
-    stat.write_text(STAT_B)                                  # others take a core: still 1
-    assert c.choose() == 1
-
-
-def test_calibration_keeps_the_cores_when_they_pay_off(tmp_path):
-    c, _ = _recorded_controller(tmp_path)
-    assert c.calibrate(_thread_bound_kernel({2: 0.01, 1: 0.03})) == 2
-    assert c.choose() == 2
-
-
-def test_calibration_leaves_a_fixed_count_alone():
-    c = ThreadController(2, available=2)
-    assert c.calibrate(_thread_bound_kernel({2: 0.03, 1: 0.01})) is None
-    assert c.choose() == 2 and "calibration" not in c.record()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, ContextManager
@@ -26,8 +26,6 @@ from linprobe.cpus import CpuMonitor, thread_budget, threads_for
 # The rate counts as dropped below this share of the reference (the first units' rate).
 BUSY_RATIO = 0.6
 REFERENCE_UNITS = 3  # units after the first (warm-up) one that set the reference rate
-# calibrate(): fewer threads are kept when their time is within this factor of the fastest.
-CALIBRATION_SLACK = 1.05
 RECENT_UNITS = 3     # the current rate: over this many last units (one short unit, such as
                      # the last partial batch, is not a slowdown)
 
@@ -86,8 +84,6 @@ class ThreadController:
         self.others: float | None = None        # the last reading of cores used by others
         self._last_check = -float("inf")
         self.bar: Any = None                    # a tqdm bar each fit unit advances (train)
-        self.cap: int | None = None             # calibrate(): the fewest threads that pay off
-        self.calibration: dict[int, float] = {}  # threads -> seconds of the timed kernel
 
     def choose(self) -> int:
         """The threads for the next unit: re-read the free cores when ``recheck`` s passed."""
@@ -98,8 +94,6 @@ class ThreadController:
             if others is not None:
                 self.others = others
                 self.threads = threads_for(self.available, others)
-            if self.cap is not None:
-                self.threads = min(self.threads, self.cap)
         if self.start_threads is None:
             self.start_threads = self.threads
         return self.threads
@@ -116,33 +110,6 @@ class ThreadController:
         if self.reference is None and len(self.rates) > REFERENCE_UNITS:
             ref = self.rates[1:REFERENCE_UNITS + 1]
             self.reference = sorted(ref)[len(ref) // 2]
-
-    def calibrate(self, kernel: Callable[[], object], repeats: int = 3) -> int | None:
-        """'auto' only: time ``kernel`` (the work's dominant operation on its real data) at the
-        free cores' count and halvings of it down to 1, best of ``repeats`` after a warm-up, and
-        cap later choices at the fewest threads within CALIBRATION_SLACK of the fastest.
-        Memory-bound work (a linear probe's skinny products) can run slower on more threads:
-        on 2 cores a torch L-BFGS sweep ran 9.8 fits/s on 1 thread, 7.3 on 2. Returns the cap."""
-        if not self.auto:
-            return None
-        n = self.choose()
-        counts = []
-        while n >= 1 and n not in counts:
-            counts.append(n)
-            n //= 2
-        for n in counts:
-            with limit_threads(n):
-                kernel()
-                times = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    kernel()
-                    times.append(time.perf_counter() - t0)
-            self.calibration[n] = min(times)
-        best = min(self.calibration.values())
-        self.cap = min(n for n, t in self.calibration.items() if t <= best * CALIBRATION_SLACK)
-        self.threads = self.start_threads = min(self.threads, self.cap)  # not a busy machine
-        return self.cap
 
     def count(self, threads: int) -> None:
         """Record a unit run with ``threads`` whose rate says nothing about the machine."""
@@ -188,8 +155,6 @@ class ThreadController:
             "used": {str(k): v for k, v in sorted(self.used.items())},
             "rate": round(self.amount / self.seconds, 3) if self.seconds > 0 else None,
             "unit": f"{self.unit}/s",
-            **({"calibration": {str(k): round(v, 6) for k, v in self.calibration.items()}}
-               if self.calibration else {}),
         }
 
 

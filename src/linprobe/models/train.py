@@ -84,7 +84,6 @@ def train_probe(embeddings: str | Path, probe: str, out_dir: str | Path, *,
     X_tv, y_tv = es.embeddings[tv], es.labels[tv]           # our own float32 copy ...
     threads = _controller(opts, name)
     try:
-        calibrate_fit_threads(threads, opts, X_tv, C)
         with fit_threads(threads):   # each fit's threads from the free cores (linprobe.threads)
             sel = select(spec, opts, seed, X_tv, y_tv, va[tv], C)   # (select never writes into it)
             t0 = time.perf_counter()
@@ -172,24 +171,6 @@ def _refit(spec: ProbeSpec, opts: ProbeOptions, seed: int, value, X_tv: np.ndarr
     if clf.get_params().get("warm_start"):
         clf.set_params(warm_start=False)  # a user refitting the saved model starts cold
     return assemble(norm, clf), passes
-
-
-def calibrate_fit_threads(controller: ThreadController, opts: ProbeOptions, X: np.ndarray,
-                          n_classes: int) -> int | None:
-    """Cap an 'auto' controller at the threads that pay off for this probe's fits on X (n, D):
-    a linear solver's evaluation is X @ W and its transpose product, skinny and memory-bound,
-    timed with torch for the torch solvers and with BLAS for sklearn's. k-NN: no cap."""
-    solver = getattr(opts, "solver", None)
-    if solver is None or not controller.auto:
-        return None
-    k = max(n_classes, 2)
-    if solver == "torch":
-        import torch
-
-        Xt, W = torch.from_numpy(X), torch.zeros(X.shape[1], k, dtype=torch.float32)
-        return controller.calibrate(lambda: Xt.T @ (Xt @ W))
-    Wn = np.zeros((X.shape[1], k), X.dtype)
-    return controller.calibrate(lambda: X.T @ (X @ Wn))
 
 
 def _controller(opts: ProbeOptions, name: str) -> ThreadController:
