@@ -174,7 +174,8 @@ def main() -> None:
             try:
                 for rep in range(args.repeats):
                     for task in tasks:
-                        for mode in modes:
+                        # Rotated per repeat: no mode always runs first after a load change.
+                        for mode in modes[rep % len(modes):] + modes[:rep % len(modes)]:
                             r = (run_extract(folder, tmp, args, mode) if task == "extract"
                                  else run_sweep(data, args, mode))
                             results.append({"load": load, "task": task, "mode": str(mode),

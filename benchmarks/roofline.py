@@ -78,7 +78,7 @@ def count_passes() -> Iterator[Passes]:
     from sklearn.linear_model._linear_loss import LinearModelLoss
     from sklearn.svm import LinearSVC
 
-    from linprobe.models import torch_svm  # noqa: F401  (registers its TorchLinear subclass)
+    from linprobe.models import torch_ovr, torch_svm  # noqa: F401  (register their TorchLinear subclasses)
     from linprobe.models.torch_lbfgs import TorchLinear
 
     counter = Passes()
