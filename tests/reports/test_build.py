@@ -46,7 +46,7 @@ def test_leaderboard_rows_and_best(report, multiclass_artifacts):
     assert html.count('title="metrics file"') == 4
     assert "C=" in html and "Δ vs best" in html
     # Each row names the solver that fitted it (as train recorded it).
-    assert sum("sklearn lbfgs" in r for _, r in rows) == 2
+    assert sum("torch L-BFGS" in r for _, r in rows) == 2     # logreg's default solver
     assert sum("exact cosine k-NN" in r for _, r in rows) == 2
 
 
