@@ -41,7 +41,8 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from linprobe.features.store import read_embeddings  # noqa: E402
 
-TIMING_KEYS = {"seconds", "fit_seconds", "created"}
+# Timing and load: the `threads` record holds this run's measured rates and thread counts.
+TIMING_KEYS = {"seconds", "fit_seconds", "created", "threads"}
 EXTRACT = ["--backbone", "torchvision:resnet18:none", "--image-size", "64", "--batch-size", "4",
            "--device", "cpu", "--workers", "0"]
 
