@@ -14,26 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from linprobe.finetune.config import ARMS
-from linprobe.models.compare import NotPairedError, RunOutputs, paired_compare
 from linprobe.reports import figures
 from linprobe.reports.collect import Run
-from linprobe.reports.sections import _headline_ci, _num, _outputs
+from linprobe.reports.sections import _headline_ci, _num, _outputs, paired_or_none
 
 
 def is_arm(run: Run) -> bool:
     """Whether ``run`` is a fine-tune reference arm (not a linear probe)."""
     return run.metrics.get("probe_type") in ARMS
-
-
-def _diff(a: RunOutputs | None, b: RunOutputs | None) -> dict[str, Any] | None:
-    """paired_compare(a, b) (a minus b); None when either lacks test outputs or they are not
-    on the same test images."""
-    if a is None or b is None:
-        return None
-    try:
-        return paired_compare(a, b)
-    except NotPairedError:
-        return None
 
 
 def _history(run: Run) -> list[dict[str, Any]]:
@@ -97,10 +85,10 @@ def probe_vs_finetune(runs: list[Run], attrs: dict[str, dict[str, Any]],
         for arm in arms:
             if best is not None:
                 diffs.append({"a": arm.probe, "b": f"probe {best.probe}",
-                              "cmp": _diff(outputs[arm.probe], outputs[best.probe])})
+                              "cmp": paired_or_none(outputs[arm.probe], outputs[best.probe])})
         if {"finetune", "scratch"} <= set(outputs):
             diffs.append({"a": "finetune", "b": "scratch",
-                          "cmp": _diff(outputs["finetune"], outputs["scratch"])})
+                          "cmp": paired_or_none(outputs["finetune"], outputs["scratch"])})
         curves = [c for arm in arms for c in _curves(arm)]
         metric = arms[0].section("selection").get("metric") or arms[0].headline
         a = attrs.get(backbone, {})

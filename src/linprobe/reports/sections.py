@@ -42,16 +42,20 @@ def _headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
     return None, None
 
 
-def _vs_best(best: RunOutputs | None, other: Run, artifacts: Path) -> dict[str, Any] | None:
-    """models.compare's paired bootstrap of best minus other on the headline metric; None when
-    a run lacks its test outputs or the two are not on the same test images."""
-    theirs = _outputs(other, artifacts)
-    if best is None or theirs is None:
+def paired_or_none(a: RunOutputs | None, b: RunOutputs | None) -> dict[str, Any] | None:
+    """models.compare's paired bootstrap of a minus b on the headline metric; None when either
+    lacks its test outputs or the two are not on the same test images."""
+    if a is None or b is None:
         return None
     try:
-        return paired_compare(best, theirs)
+        return paired_compare(a, b)
     except NotPairedError:
         return None
+
+
+def _vs_best(best: RunOutputs | None, other: Run, artifacts: Path) -> dict[str, Any] | None:
+    """:func:`paired_or_none` of best minus other."""
+    return paired_or_none(best, _outputs(other, artifacts))
 
 
 def _outputs(run: Run, artifacts: Path) -> RunOutputs | None:
