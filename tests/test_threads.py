@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from threadpoolctl import threadpool_info
 
 from linprobe.cpus import CpuMonitor
 from linprobe.threads import (ThreadController, describe, fit_scope, fit_threads,
-                              limit_threads)
+                              limit_threads, secondary_blas)
 from tests.test_cpus import STAT_A, STAT_B, Clock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +37,35 @@ def test_limit_threads_scopes_torch_and_blas_and_restores_them():
     except KeyError:
         pass
     assert torch.get_num_threads() == torch_before and _blas_threads() == blas_before
+
+
+def test_only_numpys_blas_pool_runs_threaded_and_all_are_restored():
+    import scipy.optimize  # noqa: F401 - loads scipy's own OpenBLAS (a pip install has two)
+
+    def counts() -> dict[str, int]:
+        return {p["filepath"]: p["num_threads"] for p in threadpool_info()
+                if p["user_api"] == "blas"}
+
+    before = counts()
+    numpy_dir = str(Path(np.__file__).resolve().parent)
+    with limit_threads(2):
+        inside = counts()
+        for path, n in inside.items():
+            mine = str(Path(path).resolve()).startswith((numpy_dir + "/", numpy_dir + ".libs/"))
+            # two pools: numpy's threaded, the other on 1 (their idle workers spin otherwise)
+            assert n == (2 if mine or len(inside) == 1 else 1), (path, inside)
+    assert counts() == before
+
+
+def test_secondary_blas_is_every_pool_but_numpys_and_none_when_shared():
+    numpy_dir = Path(np.__file__).resolve().parent
+    numpy_lib = SimpleNamespace(user_api="blas", filepath=f"{numpy_dir}.libs/libopenblas64_.so")
+    scipy_lib = SimpleNamespace(user_api="blas", filepath="/x/scipy.libs/libopenblas.so")
+    gomp = SimpleNamespace(user_api="openmp", filepath="/x/torch/lib/libgomp.so.1")
+    assert secondary_blas([numpy_lib, gomp, scipy_lib]) == [scipy_lib]
+    assert secondary_blas([numpy_lib, gomp]) == []
+    shared = SimpleNamespace(user_api="blas", filepath="/opt/conda/lib/libopenblas.so")
+    assert secondary_blas([shared, gomp]) == []          # conda: numpy and scipy share it
 
 
 def _recorded_controller(tmp_path: Path) -> tuple[ThreadController, Path]:
