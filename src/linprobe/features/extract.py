@@ -237,11 +237,13 @@ def extract_embeddings(
         if cfg.on_error == "fail" and writer.skipped:
             first = writer.skipped[0]
             raise ImageDecodeError(paths[first["index"]], first["reason"], _SKIP_FIX)
+        # Made before the model is prepared, so that its first reading of the free cores
+        # (before the first batch) spans that time instead of finding no window yet.
+        threads = ThreadController(cfg.threads, unit="img")
         # Preparing the model (BatchNorm folding) is part of loading it: outside the timed loop.
         model = prepare_model(bb.model, dev, int(pre.crop)) if writer.start < len(paths) else None
         hook = kill_hook(out, shard) if shard is not None else None
         t0 = time.perf_counter()
-        threads = ThreadController(cfg.threads, unit="img")
         _run(model, paths, writer, pre, dev, prec, cfg, progress, threads, hook)
         seconds = time.perf_counter() - t0
         done = writer.n - writer.start
