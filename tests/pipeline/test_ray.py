@@ -44,6 +44,7 @@ def data(tmp_path_factory) -> Path:
     return write_data(tmp_path_factory.mktemp("ray") / "data")
 
 
+@pytest.mark.slow   # ~90 s with the instance's start on 2 cores; .ci/run's slow step runs it
 def test_killed_task_is_retried_and_the_result_equals_one_process(ray_session, data, tmp_path):
     single = single_process(data, tmp_path / "single.h5")
     out = tmp_path / KILLED
