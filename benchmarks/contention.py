@@ -5,19 +5,25 @@ side, on a quiet machine and next to 1 and 2 busy processes that this script sta
 A busy process is a pure-Python spin loop (one core's worth of demand, like a single-threaded
 job), bounded by its own deadline and killed in a ``finally`` and at exit. Within each load the
 modes run interleaved, ``--repeats`` times, and the medians are reported; ``auto / best`` is the
-default's rate over the best fixed count's under the same load.
+default's rate over the best fixed count's under the same load, ``auto / before`` over
+linprobe's speed before ``threads`` existed (the ``before`` column).
 
-'all cores' is what linprobe did before ``threads`` existed (torch's and the BLAS pools'
-default: every core, decoding on as many threads), so that column is the 'before' column.
+Fixed counts run under linprobe's scoping (``linprobe.threads.limit_threads``: torch, OpenMP
+and numpy's BLAS on that many threads, any other BLAS pool on 1). 'before' is a sweep without
+any thread control: every pool at its library default (all cores), as every fit ran before
+``threads`` existed. For extraction that equals the all-cores column (torch's default, decoding
+on as many threads), which stands for it.
 
     python benchmarks/contention.py --quick            # a minute: proves the script works
     python benchmarks/contention.py                    # the issue's sizes (several minutes)
     python benchmarks/contention.py --omp-wait-policy passive   # libgomp threads sleep, not spin
 
 Extraction: ``--images`` Fashion-MNIST PNGs (/work/data/fmnist-full, else the bundled demo
-folder) through ``--backbone`` at ``--image-size`` px. Sweep: ``select`` over a C grid for
-logreg (sklearn lbfgs) on ``--rows`` x D embeddings from ``--embeddings`` (read only), else on
-synthetic class-structured data of the same shape.
+folder) through ``--backbone`` at ``--image-size`` px. Sweeps: ``select`` over a C grid for
+logreg on a seeded sample of ``--rows`` x D embeddings (all classes) from ``--embeddings`` (read
+only), else on synthetic class-structured data of the same shape: ``sweep`` with linprobe's
+default solver (torch L-BFGS, path search over ``--grid`` values), ``sweep-sklearn`` with the
+sklearn lbfgs reference (``--sklearn-grid`` values).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,6 +47,10 @@ import numpy as np
 from linprobe.cpus import available_cores
 
 REPO = Path(__file__).resolve().parents[1]
+# Sweep tasks -> the logreg solver they run: linprobe's default, and the sklearn reference
+# (``solver: sklearn``; its BLAS pools are the ones the issue measured 11x slower when busy).
+SOLVERS = {"sweep": "torch", "sweep-sklearn": "sklearn"}
+SETTLE_S = 1.0   # pause between runs
 SPIN = ("import time\nend = time.monotonic() + {limit}\n"
         "while time.monotonic() < end:\n    pass\n")
 _CHILDREN: list[subprocess.Popen] = []
@@ -87,7 +98,10 @@ def embeddings(path: Path | None, rows: int, dim: int, seed: int = 0):
         from linprobe.features.store import read_embeddings
 
         es = read_embeddings(path)
-        keep = np.flatnonzero(es.mask("train") | es.mask("val"))[:rows]
+        # A seeded sample of all train+val rows: files are often stored class by class, so the
+        # first rows would be a problem with two classes instead of all of them.
+        pool = np.flatnonzero(es.mask("train") | es.mask("val"))
+        keep = np.sort(np.random.default_rng(seed).permutation(pool)[:rows])
         return (np.ascontiguousarray(es.embeddings[keep], dtype=np.float32), es.labels[keep],
                 es.mask("val")[keep], len(es.class_names), str(path))
     rng = np.random.default_rng(seed)
@@ -108,7 +122,7 @@ def run_extract(folder: Path, tmp: Path, args, threads) -> dict:
     return {"rate": a["images_per_s"], "unit": "img/s", "threads": a["threads"]}
 
 
-def run_sweep(data, args, threads) -> dict:
+def run_sweep(data, args, threads, solver: str = "torch") -> dict:
     from linprobe.models.options import LogregOptions, resolve_options
     from linprobe.models.probes import get_probe
     from linprobe.models.selection import select
@@ -116,16 +130,20 @@ def run_sweep(data, args, threads) -> dict:
 
     X, y, is_val, C, _ = data
     spec = get_probe("logreg", "multiclass")
-    opts = resolve_options(LogregOptions(grid=tuple(np.logspace(-3, 1, args.grid)),
-                                         few_shot=None, threads=threads),
+    # sklearn's fits take seconds each: its sweep spans the C this data chooses (0.003-0.01)
+    grid = (np.logspace(-3, 1, args.grid) if solver == "torch"
+            else np.logspace(-3, -2, args.sklearn_grid))
+    opts = resolve_options(LogregOptions(grid=tuple(grid), solver=solver,
+                                         few_shot=None,
+                                         threads="auto" if threads == "before" else threads),
                            "multiclass", [str(k) for k in range(C)])
-    ctl = ThreadController(threads, unit="it")
+    ctl = ThreadController(1 if threads == "before" else threads, unit="it")
     t0 = time.perf_counter()
-    with fit_threads(ctl):
+    with fit_threads(ctl) if threads != "before" else nullcontext():
         sel = select(spec, opts, 0, X, y, is_val, C)
     seconds = time.perf_counter() - t0
     return {"rate": sel.n_fits / seconds, "unit": "fits/s", "seconds": seconds,
-            "threads": ctl.record()}
+            "threads": ctl.record() if threads != "before" else {"used": "library defaults"}}
 
 
 def main() -> None:
@@ -141,7 +159,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10000)
     ap.add_argument("--dim", type=int, default=1280, help="synthetic data only")
     ap.add_argument("--grid", type=int, default=7, help="C values in the sweep")
-    ap.add_argument("--tasks", default="extract,sweep")
+    ap.add_argument("--sklearn-grid", type=int, default=2,
+                    help="C values in the sklearn-solver sweep, 1e-3..1e-2 (fits take seconds)")
+    ap.add_argument("--tasks", default="extract,sweep,sweep-sklearn")
     ap.add_argument("--json", type=Path, default=None,
                     help="default: benchmarks/results/contention-<date>.json")
     ap.add_argument("--omp-wait-policy", choices=("active", "passive"), default=None,
@@ -152,23 +172,27 @@ def main() -> None:
         assert "torch" not in sys.modules
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     if args.quick:
-        args.images, args.rows, args.grid, args.repeats = 96, 2000, 4, 1
+        args.images, args.rows, args.grid, args.sklearn_grid, args.repeats = 96, 2000, 4, 2, 1
         args.batch_size, args.image_size = 16, 64
     cores = available_cores()
-    modes: list = ["auto", 1] + ([cores] if cores > 1 else [])
+    # 'before': a sweep without linprobe's thread control, every pool at its library default
+    # (all cores; for extraction the same as the all-cores column, so not run twice).
+    modes: list = ["auto", 1] + ([cores] if cores > 1 else []) + ["before"]
     loads = [int(v) for v in args.loads.split(",")]
     tasks = args.tasks.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="contention-"))
     results: list[dict] = []
     try:
         folder = image_folder(args.images, tmp / "images") if "extract" in tasks else None
-        data = embeddings(args.embeddings, args.rows, args.dim) if "sweep" in tasks else None
+        data = (embeddings(args.embeddings, args.rows, args.dim)
+                if set(tasks) & set(SOLVERS) else None)
         # One unrecorded run of each first: one-off costs (oneDNN kernels, allocator, page
         # cache) would otherwise land on whichever mode runs first.
         if folder is not None:
             run_extract(folder, tmp, args, 1)
-        if data is not None:
-            run_sweep(data, args, 1)
+        for task in tasks:
+            if task in SOLVERS:
+                run_sweep(data, args, 1, SOLVERS[task])
         for load in loads:
             busy = start_busy(load, limit=3600)
             try:
@@ -176,8 +200,14 @@ def main() -> None:
                     for task in tasks:
                         # Rotated per repeat: no mode always runs first after a load change.
                         for mode in modes[rep % len(modes):] + modes[:rep % len(modes)]:
+                            if mode == "before" and task == "extract":
+                                continue
+                            # The last run's idle pool workers spin on for a while (library
+                            # defaults: 2 OpenBLAS pools); a pause keeps them out of this run's
+                            # first reading of the free cores, which would count them as ours.
+                            time.sleep(SETTLE_S)
                             r = (run_extract(folder, tmp, args, mode) if task == "extract"
-                                 else run_sweep(data, args, mode))
+                                 else run_sweep(data, args, mode, SOLVERS[task]))
                             results.append({"load": load, "task": task, "mode": str(mode),
                                             "repeat": rep, **r})
                             print(f"busy={load} {task:7s} threads={mode!s:4s} "
@@ -204,23 +234,29 @@ def main() -> None:
 
 
 def summarise(results: list[dict], loads: list[int], tasks: list[str], modes: list) -> list[dict]:
-    """Median rate per (task, load, mode), auto / best fixed, and print the table."""
+    """Median rate per (task, load, mode), auto / best fixed count, auto / before, and print the
+    table ('before' for extraction: the all-cores column)."""
     rows = []
     names = [str(m) for m in modes]
-    head = " ".join(f"{'threads=' + n:>14s}" for n in names)
-    print(f"\n{'task':8s} {'busy':>4s} {head} {'auto/best':>10s} {'(all cores = before)'}")
+    fixed = [n for n in names if n not in ("auto", "before")]
+    head = " ".join(f"{'threads=' + n:>15s}" for n in names)
+    print(f"\n{'task':14s} {'busy':>4s} {head} {'auto/best':>10s} {'auto/before':>12s}")
     for task in tasks:
         for load in loads:
-            med = {n: statistics.median(r["rate"] for r in results if r["task"] == task
-                                        and r["load"] == load and r["mode"] == n) for n in names}
-            best = max(v for n, v in med.items() if n != "auto")
+            med = {n: statistics.median(rs) for n in names
+                   if (rs := [r["rate"] for r in results if r["task"] == task
+                              and r["load"] == load and r["mode"] == n])}
+            before = med.get("before", med[fixed[-1]])
+            best = max(med[n] for n in fixed)
             ratio = med["auto"] / best if best > 0 else None
             unit = next(r["unit"] for r in results if r["task"] == task)
-            rows.append({"task": task, "load": load, "unit": unit, **med, "auto_over_best": ratio})
-            cells = " ".join(f"{med[n]:14.2f}" for n in names)
-            print(f"{task:8s} {load:4d} {cells} {ratio:10.2f}  {unit}")
+            rows.append({"task": task, "load": load, "unit": unit, **med, "auto_over_best": ratio,
+                         "auto_over_before": med["auto"] / before if before > 0 else None})
+            cells = " ".join(f"{med[n]:15.2f}" if n in med else f"{'(= ' + fixed[-1] + ')':>15s}"
+                             for n in names)
+            print(f"{task:14s} {load:4d} {cells} {ratio:10.2f} {rows[-1]['auto_over_before']:12.2f}"
+                  f"  {unit}")
     return rows
-
 
 if __name__ == "__main__":
     main()
