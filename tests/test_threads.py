@@ -3,6 +3,7 @@ progress note when the rate drops (real busy processes, recorded /proc/stat and 
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_limit_threads_scopes_torch_and_blas_and_restores_them():
 
 
 def test_only_numpys_blas_pool_runs_threaded_and_all_are_restored():
-    import scipy.optimize  # noqa: F401 - loads scipy's own OpenBLAS (a pip install has two)
+    importlib.import_module("scipy.optimize")   # loads scipy's own OpenBLAS (pip: two copies)
 
     def counts() -> dict[str, int]:
         return {p["filepath"]: p["num_threads"] for p in threadpool_info()
