@@ -107,3 +107,27 @@ def test_foreign_or_broken_partial_is_discarded(tmp_path, capsys, damage):
     assert "discarding" in err and ("another backbone" in err if damage == "other_key" else True)
     assert read_embeddings(out).embeddings[:, 0].tolist() == list(range(N))
     assert read_attrs(out)["resume_key"] == "k1"
+
+
+def test_a_partial_appears_only_once_its_first_flush_is_done(tmp_path, monkeypatch):
+    # A kill between creating the file and HDF5's first flush used to leave `<out>.partial` with
+    # no HDF5 signature yet, which the next run cannot tell from a stranger's file and refuses
+    # (tests/hostile/test_outputs.py::test_stale_lock_of_a_killed_run_does_not_block, 1 in 2).
+    out = tmp_path / "a.h5"
+    seen: list[bool] = []
+
+    def killed(self, *args, **kwargs):
+        seen.append(self.partial.exists())
+        raise KeyboardInterrupt  # stands for the kill, at the first flush
+
+    with monkeypatch.context() as m:
+        m.setattr(EmbeddingWriter, "_set", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _writer(out)
+    assert seen == [False] and not out.with_name("a.h5.partial").exists()
+    with _writer(out) as w:            # the next run starts cleanly, over the leftover
+        assert w.start == 0
+        w.append(_emb(range(N)), processed=N)
+        w.finish()
+    assert read_embeddings(out).embeddings[:, 0].tolist() == list(range(N))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.h5"]

@@ -144,9 +144,9 @@ class EmbeddingWriter:
 
     # -- opening and verifying ------------------------------------------------------------
 
-    def _h5(self, mode: str) -> h5py.File:
+    def _h5(self, mode: str, path: Path | None = None) -> h5py.File:
         # Unbuffered: nothing is held in this process, so a kill loses nothing h5py flushed.
-        raw = open(self.partial, "r+b" if mode == "r+" else "w+b", buffering=0)
+        raw = open(path or self.partial, "r+b" if mode == "r+" else "w+b", buffering=0)
         self._fo = _DropAfterFailure(raw)
         return h5py.File(self._fo, mode, rdcc_nbytes=_CACHE_BYTES)
 
@@ -158,7 +158,11 @@ class EmbeddingWriter:
             _log(f"discarding {self.partial}: {reason}; starting over")
             self.close()
             self.partial.unlink()
-        f = self._f = self._h5("w")
+        # Built beside it and renamed once flushed: a kill before HDF5's first flush leaves a
+        # file without its signature, which no run could tell from a stranger's; this name is
+        # truncated by the next start instead.
+        new = self.partial.with_name(self.partial.name + ".new")
+        f = self._f = self._h5("w", new)
         f.create_dataset("embeddings", shape=(0, self.embed_dim), maxshape=(None, self.embed_dim),
                          dtype=np.float32, chunks=(min(chunk_rows, max(1, self.n)), self.embed_dim))
         f.create_dataset("batches", shape=(0,), maxshape=(None,), dtype=_BATCH, chunks=(64,))
@@ -167,6 +171,7 @@ class EmbeddingWriter:
             f.attrs[k] = encode_attr(v)
         f.attrs.update(resume_key=key, skipped_index=encode_attr([]))
         self._set(0, 0, [])
+        os.replace(new, self.partial)
 
     def _resume(self, key: str) -> str | None:
         """Open and verify the partial file and cut it back to what verifies; or say why it
