@@ -26,7 +26,8 @@ import pytest
 
 from linprobe.features.store import read_embeddings
 from linprobe.pipeline.outputs import LOCK_SUFFIX
-from tests.hostile.harness import REPO, expect_error, expect_ok, run_cli
+from tests.hostile.harness import expect_error, expect_ok, run_cli
+from tests.shipped import SHIPPED_PARAMS
 
 BACKBONE = "torchvision:resnet18:none"
 FAST = ["--image-size", "32", "--workers", "0"]
@@ -101,7 +102,7 @@ def test_extract_out_is_an_image_of_the_data(folder: Path, tmp_path: Path) -> No
 
 def test_extract_out_is_the_params_file(folder: Path, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    shutil.copy(REPO / "params.yaml", params)
+    shutil.copy(SHIPPED_PARAMS, params)
     expect_error(extract(folder, params, "--params", str(params), "--name", "resnet18_random"),
                  ["params.yaml", "input of this run", "--params"], watch=[tmp_path])
 

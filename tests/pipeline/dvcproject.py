@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.shipped import SHIPPED_PARAMS
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEMO = REPO / "data" / "fashion-mnist-demo"
@@ -79,7 +81,7 @@ def init_project(root: Path, data_path: str | None, *, shipped_probes: bool = Fa
     dvc("init", "-q", cwd=root)
     dvc("config", "core.analytics", "false", cwd=root)
     (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(SHIPPED_PARAMS.read_text())
     if data_path is not None:
         params["data"]["path"] = data_path
     params["extract"].update(image_size=32, batch_size=16)

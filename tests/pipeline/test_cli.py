@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.shipped import SHIPPED_PARAMS
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,7 @@ def test_check_accepts_shipped_params():
 
 
 def test_check_rejects_missing_data_path(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(SHIPPED_PARAMS.read_text())
     params["data"]["path"] = str(tmp_path / "no-such-folder")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     r = run("check", "--params", str(tmp_path / "params.yaml"))
@@ -33,7 +35,7 @@ def test_check_rejects_missing_data_path(tmp_path):
 
 
 def test_check_rejects_unknown_probe(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(SHIPPED_PARAMS.read_text())
     params["data"]["path"] = str(REPO / params["data"]["path"])
     params["probes"] = {"logistic": {}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

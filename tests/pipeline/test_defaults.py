@@ -16,6 +16,7 @@ from linprobe.features.config import (
 )
 from linprobe.pipeline.cli import build_parser, extract_configs
 from linprobe.pipeline.params import ParamsError, extract_config, parse_params
+from tests.shipped import SHIPPED_PARAMS
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = ["extract", "--backbone", "torchvision:resnet18:none", "--data", "d", "--out", "o.h5"]
@@ -146,7 +147,7 @@ def test_init_seed_flag_on_a_pretrained_backbone_is_refused(tmp_path):
 
 
 def test_shipped_files_use_the_new_names():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(SHIPPED_PARAMS.read_text())
     assert "split_seed" in params["data"] and "seed" not in params["data"]
     cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["extract"]["do"]["cmd"]
     assert "--split-seed ${data.split_seed}" in cmd and "--seed" not in cmd.replace("-seed ", "")

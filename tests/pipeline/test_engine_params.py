@@ -12,12 +12,13 @@ import yaml
 
 from linprobe.pipeline.cli import _engine
 from linprobe.pipeline.params import ParamsError, load_params
+from tests.shipped import SHIPPED_PARAMS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _params(tmp_path: Path, **extract) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load(SHIPPED_PARAMS.read_text())
     raw["extract"].update(extract)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -29,7 +30,7 @@ def _args(params: Path | None, engine=None, address=None) -> argparse.Namespace:
 
 
 def test_engine_defaults_to_local_and_is_read_from_params(tmp_path):
-    assert load_params(REPO / "params.yaml").extract.engine == "local"
+    assert load_params(SHIPPED_PARAMS).extract.engine == "local"
     assert _engine(_args(None)) == ("local", None)
     ray = _params(tmp_path, engine="ray", ray_address="auto")
     assert _engine(_args(ray)) == ("ray", "auto")

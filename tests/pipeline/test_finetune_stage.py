@@ -12,6 +12,7 @@ import yaml
 from linprobe.finetune.config import FinetuneConfig
 from linprobe.pipeline.finetune_stage import STAGE_KEYS, finetune_runs
 from linprobe.pipeline.params import load_params
+from tests.shipped import SHIPPED_PARAMS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def _check(params: dict, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def _shipped() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return yaml.safe_load(SHIPPED_PARAMS.read_text())
 
 
 def test_stage_lists_every_setting_but_the_run_lists():
@@ -39,7 +40,7 @@ def test_stage_lists_every_setting_but_the_run_lists():
 def test_shipped_section_is_off_holds_every_stage_key_and_the_defaults():
     raw = _shipped()["finetune"]
     assert set(STAGE_KEYS) <= set(raw)
-    params = load_params(REPO / "params.yaml")
+    params = load_params(SHIPPED_PARAMS)
     assert params.finetune == FinetuneConfig()  # the comments' values are the library's
     assert finetune_runs(params) == []
 

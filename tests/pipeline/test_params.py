@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from linprobe.pipeline.params import ParamsError, load_params, parse_params
+from tests.shipped import SHIPPED_PARAMS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def base() -> dict:
 
 
 def test_shipped_params_are_valid():
-    params = load_params(REPO / "params.yaml")
+    params = load_params(SHIPPED_PARAMS)
     assert {k: b.spec for k, b in params.backbones.items()} == {
         "lite0": "lite:efficientnet-lite0",
         "lite2": "lite:efficientnet-lite2",

@@ -17,7 +17,8 @@ from linprobe.features.fashion_mnist import load_split
 from linprobe.models.options import KnnOptions, LogregOptions, SvmOptions
 from linprobe.pipeline.params import ParamsError, ProbeEntry, load_params, parse_params
 from tests.models.conftest import write_h5
-from tests.pipeline.dvcproject import REPO, dvc, init_project
+from tests.pipeline.dvcproject import dvc, init_project
+from tests.shipped import SHIPPED_PARAMS
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress"]
 VARIANTS = {"logreg": {"n_boot": 50, "few_shot": False, "grid": [0.01, 0.1, 1.0]},
@@ -91,7 +92,7 @@ def test_bad_entries_name_the_entry_and_the_fix(probes, fragments):
 
 
 def test_shipped_params_entries_are_typed():
-    params = load_params(REPO / "params.yaml")
+    params = load_params(SHIPPED_PARAMS)
     assert all(isinstance(e, ProbeEntry) for e in params.probes.values())
     assert params.probes["logreg"].probe == "logreg"
 
