@@ -8,7 +8,7 @@ machine appears busy) and what was done about it. :func:`limit_threads` scopes a
 and to the BLAS/OpenMP pools (threadpoolctl) and restores the previous counts on exit.
 
 Only one BLAS pool runs threaded: numpy's. A pip install loads two OpenBLAS copies (numpy's and
-scipy's), and their idle workers spin while the other pool's run, so the two pools compete for
+scipy's), and the idle workers of each spin while the other's work, so the two pools compete for
 the same cores. Measured on 2 quiet cores, sklearn's lbfgs on 10k x 1280 (60 iterations): 1.26 s
 with scipy's pool on 1 thread and the rest on 2, 1.9 s with everything on 1, 5.0 s with
 everything on 2 (what every fit did before ``threads``); the same order at 2k and 54k rows.
