@@ -151,6 +151,22 @@ def test_extract_refuses_a_foreign_file_where_its_partial_goes(folder: Path, tmp
                  ["e.h5.partial", "not a partial HDF5 embeddings file"], watch=[tmp_path])
 
 
+def test_extract_refuses_a_foreign_file_where_its_fresh_partial_goes(folder: Path,
+                                                                     tmp_path: Path) -> None:
+    # The writer builds a fresh partial as <out>.partial.new ("w" mode truncates it).
+    theirs = tmp_path / "e.h5.partial.new"
+    theirs.write_bytes(b"PK\x03\x04 someone's archive")
+    expect_error(extract(folder, tmp_path / "e.h5"),
+                 ["e.h5.partial.new", "not a partial HDF5 embeddings file"], watch=[tmp_path])
+
+
+def test_extract_starts_over_a_fresh_partial_torn_by_a_kill(folder: Path, tmp_path: Path) -> None:
+    torn = tmp_path / "e.h5.partial.new"
+    torn.write_bytes(b"")              # killed before HDF5 wrote anything
+    expect_ok(extract(folder, tmp_path / "e.h5"))
+    assert read_embeddings(tmp_path / "e.h5").embeddings.shape[0] > 0 and not torn.exists()
+
+
 def test_report_refuses_a_foreign_html_file(art: Path) -> None:
     page = art.parent / "notes.html"
     page.write_text("<!DOCTYPE html><html><body>my lab notes</body></html>\n")

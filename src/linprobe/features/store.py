@@ -82,6 +82,14 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+def fresh_partial_path(path: str | Path) -> Path:
+    """Where the writer of ``path`` builds a new partial file until HDF5's first flush, then
+    renames it to :func:`partial_path` (a kill before that flush leaves a file without its
+    signature, which no run could tell from a stranger's under the partial's name)."""
+    partial = partial_path(path)
+    return partial.with_name(partial.name + ".new")
+
+
 def read_attrs(path: str | Path) -> dict[str, Any]:
     """Decoded attributes of an embeddings file, without loading the arrays."""
     with h5py.File(path, "r") as f:

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from linprobe.diskio import write_error
-from linprobe.features.store import decode_attr, encode_attr, partial_path
+from linprobe.features.store import decode_attr, encode_attr, fresh_partial_path, partial_path
 
 _CACHE_BYTES = 32 << 20  # chunk cache large enough that batch appends never re-read a chunk
 _BATCH = np.dtype([("processed", "<i8"), ("rows", "<i8"), ("sha256", "S64")])
@@ -158,10 +158,9 @@ class EmbeddingWriter:
             _log(f"discarding {self.partial}: {reason}; starting over")
             self.close()
             self.partial.unlink()
-        # Built beside it and renamed once flushed: a kill before HDF5's first flush leaves a
-        # file without its signature, which no run could tell from a stranger's; this name is
-        # truncated by the next start instead.
-        new = self.partial.with_name(self.partial.name + ".new")
+        # Built beside it and renamed once flushed: a torn fresh partial is truncated by the next
+        # start instead of refused as a stranger's file.
+        new = fresh_partial_path(self.path)
         f = self._f = self._h5("w", new)
         f.create_dataset("embeddings", shape=(0, self.embed_dim), maxshape=(None, self.embed_dim),
                          dtype=np.float32, chunks=(min(chunk_rows, max(1, self.n)), self.embed_dim))

@@ -163,7 +163,7 @@ def _plan(command: str, args: argparse.Namespace) -> tuple[list[Output], list[tu
     """(outputs, inputs as (flag, path), outputs to lock) of one command's arguments."""
     inputs = [("--params", Path(args.params))] if getattr(args, "params", None) else []
     if command == "extract":
-        from linprobe.features.store import partial_path
+        from linprobe.features.store import fresh_partial_path, partial_path
 
         out = Output(Path(args.out), "--out", "embeddings")
         if getattr(args, "shard", None) is not None:  # --shard, a torchrun rank: its own file
@@ -173,7 +173,9 @@ def _plan(command: str, args: argparse.Namespace) -> tuple[list[Output], list[tu
         inputs.append(("--data", Path(args.data)))
         if args.backbone.startswith("file:"):
             inputs.append(("--backbone", Path(args.backbone[len("file:"):])))
-        return [out, Output(partial_path(out.path), "--out", "partial")], inputs, [out]
+        partials = [Output(p(out.path), "--out", "partial")
+                    for p in (partial_path, fresh_partial_path)]
+        return [out, *partials], inputs, [out]
     if command == "merge":
         from linprobe.features.shards import shards_dir
 
