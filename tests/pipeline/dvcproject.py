@@ -80,7 +80,8 @@ def init_project(root: Path, data_path: str | None, *, shipped_probes: bool = Fa
     sh("git", "init", "-q", cwd=root)
     dvc("init", "-q", cwd=root)
     dvc("config", "core.analytics", "false", cwd=root)
-    (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    for name in ("dvc.yaml", ".dvcignore"):
+        (root / name).write_text((REPO / name).read_text())
     params = yaml.safe_load(SHIPPED_PARAMS.read_text())
     if data_path is not None:
         params["data"]["path"] = data_path

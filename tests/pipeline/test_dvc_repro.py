@@ -61,6 +61,19 @@ def test_repro_builds_everything_then_is_a_no_op(built, project):
         assert str(REL.learning_curve(REL.plots_dir, name, "logreg")) in plots["data"]
 
 
+def test_leftovers_beside_the_embeddings_do_not_rerun_the_report(project):
+    # The report depends on the embeddings folder; what a killed or hand-sharded run leaves there
+    # (a partial file, a torn fresh partial, a shards folder, a lock) is not an embeddings file.
+    folder = ArtifactPaths(project / "artifacts").embeddings("lite0").parent
+    (folder / "extra.h5.partial").write_bytes(b"\x89HDF\r\n\x1a\n")
+    (folder / "extra.h5.partial.new").write_bytes(b"")
+    (folder / "extra.h5.shards").mkdir()
+    (folder / "extra.h5.shards" / "extra-00000-of-00002.h5.partial").write_bytes(b"")
+    (folder / "extra.h5.linprobe-lock").write_text("")
+    out = dvc("repro", cwd=project)
+    assert ran_stages(out) == set(), out
+
+
 def test_adding_a_backbone_runs_only_its_stages(project):
     # An intermediate layer (global-average-pooled), set per backbone in params.yaml.
     edit_params(project, lambda p: p["backbones"].update(
