@@ -51,14 +51,3 @@ def test_extraction_leaves_the_cudnn_flag_as_it_was(cudnn_benchmark, device, tmp
     with pytest.raises(ImageDecodeError, match="zz_broken"):
         extract_embeddings("torchvision:resnet18:none", bad, tmp_path / "bad.h5", **kwargs)
     assert torch.backends.cudnn.benchmark is False
-
-
-def test_fashion_mnist_cache_cannot_be_changed_by_a_caller():
-    """load_split's process cache is shared: its arrays are read-only."""
-    from linprobe.features.fashion_mnist import load_split
-
-    images, labels = load_split("test")
-    for array in (images, labels):
-        with pytest.raises(ValueError, match="read-only"):
-            array[0] = 1
-    assert load_split("test")[1] is labels

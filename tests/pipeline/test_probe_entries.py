@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from linprobe.features.fashion_mnist import load_split
 from linprobe.models.options import KnnOptions, LogregOptions, SvmOptions
 from linprobe.pipeline.params import ParamsError, ProbeEntry, load_params, parse_params
+from tests.features.imagedata import fashion_mnist
 from tests.models.conftest import write_h5
 from tests.pipeline.dvcproject import dvc, init_project
 from tests.shipped import SHIPPED_PARAMS
@@ -38,9 +38,10 @@ def linprobe(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def pixels(tmp_path_factory) -> Path:
-    """artifacts/embeddings/pix.h5: real Fashion-MNIST pixels pooled to 7x7 (49-d), 4 classes,
-    unbalanced train (30/30/30/6 per class) so class weights change the fit; val 8, test 12."""
-    images, labels = load_split("test")
+    """artifacts/embeddings/pix.h5: real Fashion-MNIST pixels (the bundled demo's test images,
+    50 per class) pooled to 7x7 (49-d), 4 classes, unbalanced train (30/30/30/6 per class) so
+    class weights change the fit; val 8, test 12."""
+    images, labels = fashion_mnist()
     counts = {"train": [30, 30, 30, 6], "val": [8] * 4, "test": [12] * 4}
     X, y, split, start = [], [], [], [0] * 4
     for name, per_class in counts.items():
