@@ -84,7 +84,8 @@ def test_bad_threads_flags_end_in_one_clear_line(tmp_path, value):
     for args in (["extract", "--backbone", R18, "--data", str(tmp_path / "d"), "--out",
                   str(tmp_path / "o.h5")],
                  ["train", "--embeddings", str(tmp_path / "x.h5"), "--probe", "logreg",
-                  "--out-dir", str(tmp_path)]):
+                  "--out-dir", str(tmp_path)],
+                 ["finetune", "--backbone", "b", "--arm", "scratch", "--out-dir", str(tmp_path)]):
         r = cli(*args, "--threads", value)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.count("linprobe: error: ") == 1

@@ -21,6 +21,8 @@ def test_off_by_default_and_parsed_into_params():
     assert got.unfreeze_blocks() == 2 and got.crop_scale == (0.5, 1.0) and not got.hflip
     assert got.random_resized_crop and got.class_weight == "balanced"
     assert FinetuneConfig().unfreeze_blocks() is None
+    assert FinetuneConfig().threads == "auto"
+    assert parse_params({**_BASE, "finetune": {"threads": "2"}}).finetune.threads == 2
 
 
 @pytest.mark.parametrize("section, message", [
@@ -37,6 +39,8 @@ def test_off_by_default_and_parsed_into_params():
     ({"crop_scale": [0.5, 1]}, "finetune.crop_scale is not a known setting"),
     ({"class_weight": "auto"}, "finetune.class_weight must be null or 'balanced'"),
     ({"batch_size": True}, "finetune.batch_size must be an int >= 1"),
+    ({"threads": 0}, "finetune.threads must be 'auto' or an int >= 1"),
+    ({"threads": "many"}, "finetune.threads must be 'auto' or an int >= 1"),
     ({"backbones": ["lite2"]}, "finetune.backbones names 'lite2', which is not in backbones:"),
 ])
 def test_bad_settings_name_the_key(section, message):

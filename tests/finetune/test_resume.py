@@ -21,12 +21,12 @@ from linprobe.schema import ArtifactPaths
 from .conftest import write_params
 
 # Wall-clock and machine facts differ between runs; everything else must not.
-_TIMING = {"seconds", "images_per_s", "fit_seconds", "train_cost"}
+_TIMING = {"seconds", "images_per_s", "fit_seconds", "train_cost", "threads"}
 
 
-def _command(params: Path, out: Path) -> list[str]:
+def _command(params: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "linprobe.pipeline.cli", "finetune", "--params", str(params),
-            "--backbone", "lite0", "--arm", "finetune", "--out-dir", str(out)]
+            "--backbone", "lite0", "--arm", "finetune", "--out-dir", str(out), *extra]
 
 
 def _env() -> dict[str, str]:
@@ -36,6 +36,7 @@ def _env() -> dict[str, str]:
 
 def _stable(metrics: dict) -> dict:
     out = {k: v for k, v in metrics.items() if k not in _TIMING}
+    out["options"] = {k: v for k, v in metrics["options"].items() if k != "threads"}
     out["history"] = [{k: v for k, v in h.items() if k not in _TIMING}
                       for h in metrics["history"]]
     return out
@@ -61,8 +62,10 @@ def test_sigkill_after_first_epoch_resumes_to_the_same_result(tmp_path, tiny_dat
     paths = ArtifactPaths(killed).finetune_run("lite0", "finetune")
     assert not paths["metrics"].exists()   # killed mid-run: nothing claimed complete
 
-    resumed = subprocess.run(_command(params, killed), env=_env(), capture_output=True,
-                             text=True, timeout=600)
+    # Another threads setting (the same count: OMP_NUM_THREADS=1 caps auto) still resumes:
+    # threads are no part of a run's identity.
+    resumed = subprocess.run(_command(params, killed, "--threads", "1"), env=_env(),
+                             capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming lr 0.001 at epoch 2" in resumed.stderr
 

@@ -18,16 +18,17 @@ from linprobe.schema import ArtifactPaths, read_metrics, read_predictions
 from .conftest import tiny_folder, write_params
 
 
-def _run(params, out, backbone="lite0", arm="finetune") -> int:
+def _run(params, out, backbone="lite0", arm="finetune", *extra: str) -> int:
     return main(["finetune", "--params", str(params), "--backbone", backbone, "--arm", arm,
-                 "--out-dir", str(out)])
+                 "--out-dir", str(out), *extra])
 
 
 def test_finetune_writes_the_probe_schema_and_scores_test_with_the_chosen_epoch(
-        tmp_path, tiny_data, one_torch_thread):
+        tmp_path, tiny_data, one_torch_thread, capsys):
     params = write_params(tmp_path / "params.yaml", tiny_data, lrs=[0.001, 0.01])
     out = tmp_path / "artifacts"
     assert _run(params, out) == 0
+    assert "thread" in capsys.readouterr().err      # the epoch bars name the threads
     paths = ArtifactPaths(out).finetune_run("lite0", "finetune")
     m = read_metrics(paths["metrics"])   # the report's reader accepts it
     assert m["probe"] == "finetune" and m["solver"] == "AdamW fine-tune"
@@ -43,6 +44,10 @@ def test_finetune_writes_the_probe_schema_and_scores_test_with_the_chosen_epoch(
     assert m["selection"]["params"] == {"lr": best["lr"], "epoch": best["epoch"]}
     assert m["val"]["accuracy"] == pytest.approx(best["val"])
     assert m["train_cost"]["epochs"] == 4 and m["train_cost"]["images_per_s"] > 0
+    # Training batches follow the free cores, as extraction does: 3 batches x 2 epochs x 2 lrs.
+    assert m["options"]["threads"] == "auto" and m["threads"]["setting"] == "auto"
+    assert sum(m["threads"]["used"].values()) == 12 and m["threads"]["unit"] == "img/s"
+    assert m["threads"]["rate"] > 0
     pred = read_predictions(paths["predictions"])
     assert len(pred.ids) == 12 and all(i.startswith("test/") for i in pred.ids)
     scores = np.load(paths["scores"])
@@ -65,9 +70,11 @@ def test_scratch_arm_with_balanced_class_weights(tmp_path, one_torch_thread):
     data = tiny_folder(tmp_path / "data", {"train": 8, "val": 3, "test": 3})
     params = write_params(tmp_path / "params.yaml", data, backbones=["r18"], epochs=1,
                           class_weight="balanced", optimizer="sgd", unfreeze=1,
-                          warmup_epochs=0, augment={"random_resized_crop": False})
-    assert _run(params, tmp_path / "a", backbone="r18", arm="scratch") == 0
+                          warmup_epochs=0, augment={"random_resized_crop": False}, threads=2)
+    assert _run(params, tmp_path / "a", "r18", "scratch", "--threads", "1") == 0
     m = json.loads(ArtifactPaths(tmp_path / "a").metrics("r18", "scratch").read_text())
+    # --threads replaces finetune.threads; 24 train images in batches of 8.
+    assert m["threads"]["setting"] == 1 and m["threads"]["used"] == {"1": 3}
     # scratch trains every layer whatever `unfreeze` says; the spec is random-init.
     assert m["solver"] == "SGD from scratch" and m["options"]["class_weight"] == "balanced"
     assert m["options"]["trainable_params"] == 11_178_051 and m["options"]["weights"] == "none"

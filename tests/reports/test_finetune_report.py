@@ -23,28 +23,21 @@ from tests.reports.browser import chromium, open_page
 from tests.reports.realruns import DEMO_CLASSES, build_artifacts
 
 CLASSES = list(DEMO_CLASSES[:4])
-TINY = FinetuneConfig(backbones=("lite0",), epochs=2, lrs=(1e-3, 3e-3), batch_size=16)
+# One thread: tiny runs on a busy 2-core machine, where threads only contend.
+TINY = FinetuneConfig(backbones=("lite0",), epochs=2, lrs=(1e-3, 3e-3), batch_size=16, threads=1)
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
     """Probe logreg on mnv3 and lite0, and lite0's finetune and scratch arms (two lrs each)."""
-    import torch
-
     from linprobe.finetune.run import finetune_arm
 
     root = tmp_path_factory.mktemp("ft")
     art = build_artifacts(root, CLASSES, probes=("logreg",))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny runs on a busy 2-core machine: threads only contend
-    try:
-        for arm in ("finetune", "scratch"):
-            finetune_arm(root / "data" / "manifest.csv", "lite:efficientnet-lite0", arm, art,
-                         TINY, backbone="lite0", extract=ExtractConfig(image_size=32,
-                                                                       device="cpu"),
-                         progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    for arm in ("finetune", "scratch"):
+        finetune_arm(root / "data" / "manifest.csv", "lite:efficientnet-lite0", arm, art, TINY,
+                     backbone="lite0", extract=ExtractConfig(image_size=32, device="cpu"),
+                     progress=False)
     return art
 
 
@@ -92,6 +85,11 @@ def test_leaderboard_and_per_run_details_cover_the_arms(report):
         assert "Misclassified test images" in detail and "not available" not in detail
     overview = html.split('id="overview"')[1].split("</table>")[0]
     assert all(f"<th>{p}</th>" in overview for p in ("finetune", "logreg", "scratch"))
+    # The metadata's threads table: each arm's training batches and their rate.
+    meta = html.split('<section id="metadata">')[1]
+    for arm in ("finetune", "scratch"):
+        assert re.search(rf'<td class="l">lite0</td><td class="l">{arm}</td>'
+                         r'<td class="l">1 of \d+ cores: 1 thread x \d+; [\d.]+ img/s</td>', meta)
 
 
 def test_no_section_without_arms(artifacts, tmp_path):

@@ -12,6 +12,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from linprobe.cpus import parse_threads
+
 __all__ = ["ARMS", "OPTIMIZERS", "CLASS_WEIGHTS", "FinetuneConfig", "FinetuneConfigError"]
 
 # The two reference arms: pretrained weights trained further, and the same architecture from a
@@ -57,7 +59,10 @@ class FinetuneConfig:
     warmup_epochs: linear warm-up from lr/100, may be fractional. augment: random resized crop
     (area fraction ``crop_scale``) and horizontal flip on train only. class_weight:
     ``"balanced"`` weights the loss by n / (C * n_c). workers: decoding processes on CUDA
-    (None: picked for the cores); CPU decodes on a thread pool in the main process.
+    (None: picked for the cores); CPU decodes on a thread pool in the main process. threads:
+    ``"auto"`` (follow the free cores, re-read every second, as extraction does) or a count,
+    for the training and scoring passes; not part of a run's identity (a checkpoint resumes
+    under other threads), though on CPU another count can change the last bits of each step.
     """
 
     backbones: tuple[str, ...] = ()
@@ -76,6 +81,7 @@ class FinetuneConfig:
     class_weight: str | None = None
     label_smoothing: float = 0.0
     workers: int | None = None
+    threads: int | str = "auto"
 
     def __post_init__(self) -> None:
         def tup(name: str) -> tuple:
@@ -127,6 +133,10 @@ class FinetuneConfig:
             _fail("class_weight", "null or 'balanced'", self.class_weight)
         if self.workers is not None and not (_is_int(self.workers) and self.workers >= 0):
             _fail("workers", "null or an int >= 0", self.workers)
+        try:
+            object.__setattr__(self, "threads", parse_threads(self.threads, warn=False))
+        except ValueError:
+            _fail("threads", "'auto' or an int >= 1 (threads per process)", self.threads)
 
     def unfreeze_blocks(self) -> int | None:
         """None: every block trains; else how many of the last blocks do."""

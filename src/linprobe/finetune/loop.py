@@ -6,7 +6,10 @@ optimiser, schedule, grad scaler, history and the best epoch so far, with its we
 scores: written after every epoch, temp file + rename) and ``lr<i>.done.pt`` once it finished
 (the best epoch only). The order, augmentation and dropout of an epoch come from
 :func:`~linprobe.finetune.data.epoch_seed`, so a resumed run continues exactly as an
-uninterrupted one would (bitwise on CPU). Checkpoints are loaded with ``weights_only=True``.
+uninterrupted one would (bitwise on CPU with the same thread count: set ``finetune.threads``
+to a count for that; ``auto`` may pick another on a busier machine). Checkpoints are loaded with
+``weights_only=True``. Threads follow ``Setup.controller`` (:mod:`linprobe.threads`): chosen per
+training batch, and the epoch bar shows the rate and what a busy machine made linprobe do.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from linprobe.finetune.data import Augment, TrainBatches, epoch_seed, loader
 from linprobe.finetune.model import FinetuneNet, param_groups, train_mode
 from linprobe.models import persist
 from linprobe.schema import EpochRecord
+from linprobe.threads import ThreadController, apply_threads, limit_threads
 
 
 @dataclass
@@ -44,7 +48,8 @@ class Split:
 class Setup:
     """What every lr of one run shares. ``make_net``: a fresh network (same init every call);
     ``score``: (labels, (n, C) scores) -> the val metric; ``batches``: (paths) -> eval batches;
-    ``key``: the run's identity (a checkpoint of another configuration is not resumed)."""
+    ``key``: the run's identity (a checkpoint of another configuration is not resumed);
+    ``threads``: the decoding pool's width, ``controller``: the threads of each batch."""
 
     make_net: Callable[[], FinetuneNet]
     config: FinetuneConfig
@@ -64,6 +69,7 @@ class Setup:
     threads: int = 1
     workers: int = 0
     progress: bool = True
+    controller: ThreadController = field(default_factory=lambda: ThreadController(1))
 
 
 @dataclass
@@ -184,7 +190,8 @@ def train_lr(s: Setup, index: int, lr: float) -> LrResult:
         t0 = time.perf_counter()
         loss, seen = _epoch(s, net, opt, sched, scaler, loss_fn, index, lr, epoch)
         train_s = time.perf_counter() - t0
-        val_scores = predict(net, s.batches(s.val.paths), s)
+        with s.controller.scope():
+            val_scores = predict(net, s.batches(s.val.paths), s)
         val = float(s.score(s.val.labels, val_scores))
         history.append({"lr": lr, "epoch": epoch, "lr_end": float(sched.get_last_lr()[0]),
                         "train_loss": loss, "val": val if math.isfinite(val) else None,
@@ -202,6 +209,24 @@ def train_lr(s: Setup, index: int, lr: float) -> LrResult:
                     best["best_val_scores"].numpy(), history)
 
 
+def _step(s: Setup, net: FinetuneNet, opt: torch.optim.Optimizer,
+          sched: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+          loss_fn: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,
+          shift: torch.Tensor) -> float:
+    """One optimiser step on the batch x (B, H, W, 3) uint8, y (B,) or (B, C); its loss."""
+    y = y.to(s.device, non_blocking=True)
+    y = y.float() if s.task == "multilabel" else y
+    with torch.autocast(s.device.type, dtype=DTYPES[s.precision],
+                        enabled=s.precision != "float32"):
+        loss = loss_fn(net(_inputs(x, s, scale, shift)).float(), y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return float(loss.detach())
+
+
 def _epoch(s: Setup, net: FinetuneNet, opt: torch.optim.Optimizer,
            sched: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
            loss_fn: torch.nn.Module, index: int, lr: float, epoch: int) -> tuple[float, int]:
@@ -211,36 +236,37 @@ def _epoch(s: Setup, net: FinetuneNet, opt: torch.optim.Optimizer,
     torch.manual_seed(seed)  # dropout / drop-path draws of this epoch
     order = np.random.default_rng(seed).permutation(len(s.train.paths))
     aug = Augment(cfg.random_resized_crop, cfg.crop_scale, cfg.hflip)
+    ctl = s.controller
+    k = ctl.choose()
     batches = TrainBatches(s.train.paths, s.train.labels, order, cfg.batch_size, s.pre, aug,
-                           seed, s.pool, s.threads)
+                           seed, s.pool, min(k, s.threads))
     scale, shift = normaliser(s.pre.mean, s.pre.std, s.device)
     train_mode(net)
-    total_loss, seen, t0 = 0.0, 0, time.perf_counter()
+    total_loss, seen = 0.0, 0
     bar = tqdm(total=len(batches) * cfg.batch_size, unit="img", dynamic_ncols=True,
                desc=f"lr {lr:g} epoch {epoch}/{cfg.epochs}", disable=not s.progress,
                file=sys.stderr)
     try:
-        for x, y in loader(batches, s.device, s.workers):
-            y = y.to(s.device, non_blocking=True)
-            y = y.float() if s.task == "multilabel" else y
-            with torch.autocast(s.device.type, dtype=DTYPES[s.precision],
-                                enabled=s.precision != "float32"):
-                loss = loss_fn(net(_inputs(x, s, scale, shift)).float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"training loss became {value} at lr {lr:g}, epoch {epoch}; lower the "
-                    "learning rates (finetune.lrs) or use precision float32")
-            total_loss += value * len(x)
-            seen += len(x)
-            bar.update(len(x))
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}",
-                            img_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}")
+        with limit_threads(k):
+            t_prev = time.perf_counter()
+            for x, y in loader(batches, s.device, s.workers):
+                loss = _step(s, net, opt, sched, scaler, loss_fn, x, y, scale, shift)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {loss} at lr {lr:g}, epoch {epoch}; lower the "
+                        "learning rates (finetune.lrs) or use precision float32")
+                total_loss += loss * len(x)
+                seen += len(x)
+                now = time.perf_counter()
+                ctl.observe(len(x), now - t_prev, k)   # decoding + forward + backward + step
+                t_prev = now
+                if ctl.choose() != k:   # for the next batch
+                    k = ctl.threads
+                    apply_threads(k)
+                    batches.threads = min(k, s.threads)
+                bar.set_postfix_str(f"loss {total_loss / seen:.4f}, {ctl.postfix()}",
+                                    refresh=False)
+                bar.update(len(x))
     finally:
         bar.close()
     return total_loss / max(seen, 1), seen

@@ -33,6 +33,7 @@ from linprobe.finetune.data import checked, default_workers, loader
 from linprobe.finetune.loop import Setup, Split, predict, train_lr
 from linprobe.finetune.model import arm_spec, build_net, save_bytes, set_trainable
 from linprobe.schema import HEADLINE, SCHEMA_VERSION, SPLIT_CODES, ArtifactPaths, RunMetrics
+from linprobe.threads import ThreadController
 
 _CHECK_FORMAT = 1  # bump when a checkpoint's meaning changes: older ones are not resumed
 
@@ -79,38 +80,45 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
     def part(s: str) -> Split:
         return Split([paths[i] for i in np.flatnonzero(masks[s])], ds.labels[masks[s]])
 
+    # Made before the network is built, so that its first reading of the free cores spans
+    # that time (as extraction's).
+    threads = ThreadController(cfg.threads, unit="img")
     template, bb = build_net(spec, arm, C, image_size=ex.image_size, layer=ex.layer,
                             init_seed=ex.init_seed, seed=seed)
     # scratch trains every layer: frozen random blocks would only handicap it.
     unfreeze = cfg.unfreeze_blocks() if arm == "finetune" else None
     n_trainable, n_blocks = set_trainable(template, unfreeze)
     pre = replace(bb.preprocess, resize_mode=ex.resize)
-    identity = {"format": _CHECK_FORMAT, "spec": bb.spec, "arm": arm, "config": cfg.to_dict(),
+    # Threads are no part of a run's identity: a checkpoint resumes under another count.
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "threads"}
+    identity = {"format": _CHECK_FORMAT, "spec": bb.spec, "arm": arm, "config": settings,
                 "preprocess": pre.to_dict(), "layer": ex.layer, "init_seed": ex.init_seed,
                 "data": ds.fingerprint(), "seed": seed, "device": dev.type, "precision": prec}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     layout = ArtifactPaths(out_dir)
     workers = default_workers(dev, cfg.workers)
-    threads = torch.get_num_threads() if workers == 0 else 1
+    # In-process decoding runs on a pool as wide as the most threads a batch may get.
+    width = threads.threads if workers == 0 else 1
     t0 = time.perf_counter()
-    with decode_pool(threads) as pool, cudnn_autotune(dev):
+    with decode_pool(width) as pool, cudnn_autotune(dev):
         def batches(p: list[Path]):
-            return checked(loader(DecodedBatches(p, cfg.batch_size, pre, pool, threads), dev,
+            return checked(loader(DecodedBatches(p, cfg.batch_size, pre, pool, width), dev,
                                    workers), p, cfg.batch_size)
 
         setup = Setup(make_net=lambda: copy.deepcopy(template), config=cfg, train=part("train"),
                       val=part("val"), pre=pre, task=ds.task, n_classes=C, device=dev,
                       precision=prec, seed=seed, checkpoints=layout.finetune_checkpoints(name, arm),
                       key=key, score=SCORERS[HEADLINE[ds.task]], batches=batches,
-                      pool=pool if workers == 0 else None, threads=threads, workers=workers,
-                      progress=progress)
+                      pool=pool if workers == 0 else None, threads=width, workers=workers,
+                      progress=progress, controller=threads)
         results = [train_lr(setup, i, lr) for i, lr in enumerate(cfg.lrs)]
         train_seconds = time.perf_counter() - t0
         best = max(results, key=lambda r: r.val)  # the first of equals
         net = setup.make_net().to(dev, memory_format=torch.channels_last)
         net.load_state_dict(best.state)
         test = part("test")
-        scores = predict(net, batches(test.paths), setup)   # test: scored once
+        with threads.scope():
+            scores = predict(net, batches(test.paths), setup)   # test: scored once
     test_m, val_m, pred, test_ci = score_run(
         ds.task, ds.class_names, test.labels, scores, "probability", setup.val.labels,
         best.val_scores, n_boot=ProbeOptions.n_boot, alpha=ProbeOptions.alpha, seed=seed)
@@ -143,6 +151,7 @@ def finetune_arm(data: str | Path, spec: str, arm: str, out_dir: str | Path,
                        "images_per_s": round(per_epoch * len(history) / step_s, 2)
                        if step_s > 0 else 0.0,
                        "epochs": len(history), "device": _device_name(dev), "precision": prec},
+        "threads": threads.record(),
     }
     add_test_details(result, ds.task, test_m)
     meta = {"spec": spec, "arm": arm, "class_names": ds.class_names, "task": ds.task,
@@ -165,15 +174,18 @@ def _js(v: float) -> float | None:
 
 
 def finetune_from_params(params_file: str | Path, backbone: str, arm: str,
-                         out_dir: str | Path, *, progress: bool = True) -> RunMetrics:
+                         out_dir: str | Path, *, progress: bool = True,
+                         threads: int | str | None = None) -> RunMetrics:
     """``linprobe finetune``: the run of backbone ``backbone`` (a name in ``backbones:``) and
-    ``arm`` with the data, extract, backbone, finetune and seed settings of a params file."""
+    ``arm`` with the data, extract, backbone, finetune and seed settings of a params file;
+    ``threads`` (``--threads``) replaces ``finetune.threads`` when given."""
     from linprobe.pipeline.params import extract_config, load_params
 
     params = load_params(params_file)
     check_run(params, backbone, arm)
     entry = params.backbones[backbone]
-    return finetune_arm(params.data.path, entry.spec, arm, out_dir, params.finetune,
+    config = params.finetune if threads is None else replace(params.finetune, threads=threads)
+    return finetune_arm(params.data.path, entry.spec, arm, out_dir, config,
                         backbone=backbone,
                         extract=extract_config(params.extract, entry),
                         split=params.data.split_config(), seed=params.seed, progress=progress)

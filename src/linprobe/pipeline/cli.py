@@ -235,7 +235,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     check_run(load_params(args.params), args.backbone, args.arm)  # names become paths below
     with claim_outputs("finetune", args):
         metrics = run_interruptibly("finetune", finetune_from_params, args.params, args.backbone,
-                                    args.arm, args.out_dir)
+                                    args.arm, args.out_dir, threads=args.threads)
     headline = metrics["headline"]
     value = metrics["test"].get(headline)
     print(f"{args.backbone} / {args.arm}: test {headline} = {value:.4f}"
@@ -408,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--backbone", required=True, help="a backbone name of the params' backbones:")
     ft.add_argument("--arm", required=True, choices=("finetune", "scratch"))
     ft.add_argument("--out-dir", required=True, type=Path, help="artifacts root")
+    ft.add_argument("--threads", type=_threads, default=None,
+                    help="threads per training batch: auto (follow the free cores) or a count; "
+                         "default: params finetune.threads, else auto")
     ft.set_defaults(func=cmd_finetune)
 
     rp = sub.add_parser("report", help="write the HTML report from the artifacts")
