@@ -1,5 +1,5 @@
-"""Throughput on a busy machine (issue 13): extraction end-to-end and a logreg selection sweep,
-each with linprobe's default (``threads: auto``), 1 thread and all available cores, side by
+"""Throughput on a busy machine (issue 13): extraction end-to-end, a logreg selection sweep and
+a fine-tune epoch, each with linprobe's default (``threads: auto``), 1 thread and all available cores, side by
 side, on a quiet machine and next to 1 and 2 busy processes that this script starts itself.
 
 A busy process is a pure-Python spin loop (one core's worth of demand, like a single-threaded
@@ -11,8 +11,8 @@ linprobe's speed before ``threads`` existed (the ``before`` column).
 Fixed counts run under linprobe's scoping (``linprobe.threads.limit_threads``: torch, OpenMP
 and numpy's BLAS on that many threads, any other BLAS pool on 1). 'before' is a sweep without
 any thread control: every pool at its library default (all cores), as every fit ran before
-``threads`` existed. For extraction that equals the all-cores column (torch's default, decoding
-on as many threads), which stands for it.
+``threads`` existed. For extraction and fine-tuning that equals the all-cores column (torch's
+default, decoding on as many threads), which stands for it.
 
     python benchmarks/contention.py --quick            # a minute: proves the script works
     python benchmarks/contention.py                    # the issue's sizes (several minutes)
@@ -23,7 +23,8 @@ folder) through ``--backbone`` at ``--image-size`` px. Sweeps: ``select`` over a
 logreg on a seeded sample of ``--rows`` x D embeddings (all classes) from ``--embeddings`` (read
 only), else on synthetic class-structured data of the same shape: ``sweep`` with linprobe's
 default solver (torch L-BFGS, path search over ``--grid`` values), ``sweep-sklearn`` with the
-sklearn lbfgs reference (``--sklearn-grid`` values).
+sklearn lbfgs reference (``--sklearn-grid`` values). Fine-tune: one epoch of the ``scratch``
+arm of ``--backbone`` on the same folder's train split (the training batches' img/s).
 """
 
 from __future__ import annotations
@@ -122,6 +123,22 @@ def run_extract(folder: Path, tmp: Path, args, threads) -> dict:
     return {"rate": a["images_per_s"], "unit": "img/s", "threads": a["threads"]}
 
 
+def run_finetune(folder: Path, tmp: Path, args, threads) -> dict:
+    """One epoch of the ``scratch`` arm of ``--backbone`` on the image folder's train split
+    (one lr); the rate is the training batches' (images/s, val and test scoring left out)."""
+    from linprobe.features.config import ExtractConfig
+    from linprobe.finetune.config import FinetuneConfig
+    from linprobe.finetune.run import finetune_arm
+
+    cfg = FinetuneConfig(epochs=1, lrs=(1e-3,), batch_size=args.batch_size, warmup_epochs=0,
+                         threads=threads)
+    out = tmp / f"ft-{time.monotonic_ns()}"
+    m = finetune_arm(folder, args.backbone, "scratch", out, cfg, progress=False,
+                     extract=ExtractConfig(image_size=args.image_size, device="cpu"))
+    shutil.rmtree(out)
+    return {"rate": m["train_cost"]["images_per_s"], "unit": "img/s", "threads": m["threads"]}
+
+
 def run_sweep(data, args, threads, solver: str = "torch") -> dict:
     from linprobe.models.options import LogregOptions, resolve_options
     from linprobe.models.probes import get_probe
@@ -161,7 +178,7 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=7, help="C values in the sweep")
     ap.add_argument("--sklearn-grid", type=int, default=2,
                     help="C values in the sklearn-solver sweep, 1e-3..1e-2 (fits take seconds)")
-    ap.add_argument("--tasks", default="extract,sweep,sweep-sklearn")
+    ap.add_argument("--tasks", default="extract,sweep,sweep-sklearn,finetune")
     ap.add_argument("--json", type=Path, default=None,
                     help="default: benchmarks/results/contention-<date>.json")
     ap.add_argument("--omp-wait-policy", choices=("active", "passive"), default=None,
@@ -183,13 +200,16 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="contention-"))
     results: list[dict] = []
     try:
-        folder = image_folder(args.images, tmp / "images") if "extract" in tasks else None
+        folder = (image_folder(args.images, tmp / "images")
+                  if {"extract", "finetune"} & set(tasks) else None)
         data = (embeddings(args.embeddings, args.rows, args.dim)
                 if set(tasks) & set(SOLVERS) else None)
         # One unrecorded run of each first: one-off costs (oneDNN kernels, allocator, page
         # cache) would otherwise land on whichever mode runs first.
-        if folder is not None:
+        if "extract" in tasks:
             run_extract(folder, tmp, args, 1)
+        if "finetune" in tasks:
+            run_finetune(folder, tmp, args, 1)
         for task in tasks:
             if task in SOLVERS:
                 run_sweep(data, args, 1, SOLVERS[task])
@@ -200,13 +220,13 @@ def main() -> None:
                     for task in tasks:
                         # Rotated per repeat: no mode always runs first after a load change.
                         for mode in modes[rep % len(modes):] + modes[:rep % len(modes)]:
-                            if mode == "before" and task == "extract":
+                            if mode == "before" and task in IMAGE_TASKS:
                                 continue
                             # The last run's idle pool workers spin on for a while (library
                             # defaults: 2 OpenBLAS pools); a pause keeps them out of this run's
                             # first reading of the free cores, which would count them as ours.
                             time.sleep(SETTLE_S)
-                            r = (run_extract(folder, tmp, args, mode) if task == "extract"
+                            r = (IMAGE_TASKS[task](folder, tmp, args, mode) if task in IMAGE_TASKS
                                  else run_sweep(data, args, mode, SOLVERS[task]))
                             results.append({"load": load, "task": task, "mode": str(mode),
                                             "repeat": rep, **r})
@@ -257,6 +277,10 @@ def summarise(results: list[dict], loads: list[int], tasks: list[str], modes: li
             print(f"{task:14s} {load:4d} {cells} {ratio:10.2f} {rows[-1]['auto_over_before']:12.2f}"
                   f"  {unit}")
     return rows
+
+
+# Tasks on the image folder; their 'before' is torch's default (all cores): the all-cores column.
+IMAGE_TASKS = {"extract": run_extract, "finetune": run_finetune}
 
 if __name__ == "__main__":
     main()
