@@ -7,7 +7,12 @@ L-BFGS, the same grid, no few-shot curve) twice, each mode in its own process, i
 repeat:
 
 * ``in_memory``: the file loaded, as today (``solver: torch``);
-* ``streamed``: the same options plus ``chunk_mb`` (default: cap / 16).
+* ``streamed``: the same options plus ``chunk_mb`` (default: cap / 16);
+* ``streamed_grid`` (only with ``--grid`` of several values): streamed with ``search: grid``,
+  every C fitted at the full tol, as streamed runs did before they had the path search.
+
+Each run also reports its selection: the search that ran, the fits and the L-BFGS iterations
+(each iteration is about one evaluation, i.e. one read of the train split when streamed).
 
 Per run: wall seconds of ``train_probe``, peak RSS (``VmHWM``), the RSS after the imports (torch
 alone is a few hundred MiB whatever the data) and the peak growth over it, test accuracy and
@@ -99,7 +104,9 @@ def child(mode: str, path: str, small: str, options: str, out: str) -> None:
                       "warmup_growth_mib": round((base - cold) / 2**20, 1),
                       "peak_growth_mib": round((peak - base) / 2**20, 1),
                       "test_accuracy": m["test"]["accuracy"],
-                      "C": m["selection"]["params"]["C"], "converged": m["converged"]}))
+                      "C": m["selection"]["params"]["C"], "converged": m["converged"],
+                      "search": m["selection"]["search"], "n_fits": m["selection"]["n_fits"],
+                      "n_iter": m["selection"]["n_iter"]}))
 
 
 def main() -> None:
@@ -120,6 +127,8 @@ def main() -> None:
     options = {"solver": "torch", "device": "auto", "few_shot": False, "n_boot": 100,
                "grid": [float(c) for c in args.grid.split(",")], "max_iter": args.max_iter}
     modes = {"in_memory": options, "streamed": {**options, "chunk_mb": chunk_mb}}
+    if len(options["grid"]) > 1:
+        modes["streamed_grid"] = {**modes["streamed"], "search": "grid"}
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="linprobe-stream-") as tmp:
         path = Path(tmp) / "tiled.h5"
@@ -138,13 +147,17 @@ def main() -> None:
                 runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(mode, r, json.dumps(runs[mode][-1]), flush=True)
     med = {m: {k: statistics.median(run[k] for run in rs)
-               for k in ("seconds", "peak_rss_mib", "peak_growth_mib")} for m, rs in runs.items()}
+               for k in ("seconds", "peak_rss_mib", "peak_growth_mib", "n_iter")}
+           for m, rs in runs.items()}
     result = {"benchmark": "streaming", "file": data, "cap_mib": args.cap_mb,
               "chunk_mib": chunk_mb, "options": options, "runs": runs, "median": med,
               "streamed_over_in_memory": {
                   "seconds": round(med["streamed"]["seconds"] / med["in_memory"]["seconds"], 3),
                   "peak_growth": round(med["streamed"]["peak_growth_mib"]
                                        / max(med["in_memory"]["peak_growth_mib"], 1e-9), 4)},
+              "streamed_path_over_grid": {
+                  k: round(med["streamed"][k] / med["streamed_grid"][k], 3)
+                  for k in ("seconds", "n_iter")} if "streamed_grid" in med else None,
               "streamed_growth_below_cap": med["streamed"]["peak_growth_mib"] < args.cap_mb,
               "in_memory_growth_above_cap": med["in_memory"]["peak_growth_mib"] > args.cap_mb,
               "machine": {"cpus": os.cpu_count()}}

@@ -51,6 +51,23 @@ def test_streamed_train_matches_the_in_memory_run(fmnist_small, tmp_path, one_to
     assert [names[i] for i in model.predict(X_te)] == a
 
 
+def test_streamed_path_search_matches_the_in_memory_path(fmnist_small, tmp_path,
+                                                         one_torch_thread):
+    # search: auto is the path for the torch solver, streamed or not: loose warm-started fits
+    # up the grid, stopped 2 values past the best, then the full-tol refit.
+    opts = {**OPTS, "search": "auto", "grid": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}
+    mem = train_probe(fmnist_small, "logreg", tmp_path, options=opts, name="mem")
+    got = train_probe(fmnist_small, "logreg", tmp_path, options={**opts, "chunk_mb": 0.05},
+                      name="streamed")
+    assert mem["selection"]["search"] == got["selection"]["search"] == "path"
+    assert got["selection"]["params"] == mem["selection"]["params"]
+    curve = [p["C"] for p in got["selection"]["curve"]]
+    assert curve == [p["C"] for p in mem["selection"]["curve"]] and len(curve) < 6  # stopped
+    np.testing.assert_allclose([p["score"] for p in got["selection"]["curve"]],
+                               [p["score"] for p in mem["selection"]["curve"]], atol=1 / 200 + 1e-9)
+    assert abs(got["test"]["accuracy"] - mem["test"]["accuracy"]) <= 3 / 300
+
+
 def test_chunk_mb_option_errors():
     from linprobe.models.probes import probe_options
 

@@ -56,7 +56,11 @@ def binary_file(fmnist_small, tmp_path_factory):
                     [SPLITS[c] for c in es.split[keep]], ["top", "shirt"])
 
 
-TOLERANCES = {1e-4: (1e-5, 1e-2), 1e-6: (1e-6, 2e-3)}   # tol: (objective rel., coef rel.)
+# tol: (objective above the optimum, relative; coef vs the in-memory fit, relative to its max).
+# Both fits stop at max |gradient| <= tol, each on its own L-BFGS path (the streamed sums run
+# block by block): measured 2.5e-5 (in memory) and 3.8e-5 (streamed) above the optimum at
+# 1e-4, 3.6e-7 and 1.8e-7 at 1e-6.
+TOLERANCES = {1e-4: (1e-4, 1e-2), 1e-6: (1e-6, 2e-3)}
 
 
 @pytest.mark.parametrize("tol", sorted(TOLERANCES))
@@ -84,10 +88,14 @@ def test_streamed_fit_equals_in_memory_fit(which, class_weight, tol, fmnist_smal
         from sklearn.utils.class_weight import compute_sample_weight
         sw = compute_sample_weight("balanced", y_tr)
     yi = np.searchsorted(ref.classes_, y_tr)
+    star = TorchLogisticRegression(C=C, tol=1e-9, max_iter=5000, class_weight=class_weight,
+                                   device="cpu").fit(Xn.astype(np.float64), y_tr)
+    f_star = objective(star.coef_, star.intercept_, Xn, yi, C, sw)   # the optimum, float64
     f_ref = objective(ref.coef_, ref.intercept_, Xn, yi, C, sw)
     f_got = objective(got.coef_, got.intercept_, Xn, yi, C, sw)
     f_tol, coef_tol = TOLERANCES[tol]
-    assert abs(f_got - f_ref) <= f_tol * f_ref
+    assert f_star - 1e-9 <= f_ref <= f_star * (1 + f_tol)           # the reference is fair
+    assert f_star - 1e-9 <= f_got <= f_star * (1 + f_tol)
     assert np.abs(got.coef_ - ref.coef_).max() <= coef_tol * np.abs(ref.coef_).max()
 
     X_te, _, _ = es.subset("test")

@@ -144,20 +144,45 @@ def select(spec: ProbeSpec, opts: ProbeOptions, seed: int, X: np.ndarray, y: np.
             # With kfold the curve is the score of the pooled out-of-fold predictions.
             results[v] = (score_fn(eval_y, s), s)
 
+    search = run_search(opts, spec.log_scale, evaluate, results)
+    best, curve = choose(results, spec.param)
+    warm = folds[0].fitted.get(best) if search == "path" and len(folds) == 1 else None
+    return Selection(scheme, search, spec.param, best, curve, eval_y, results[best][1], n_fits,
+                     n_iter, time.perf_counter() - t0, n_passes, warm)
+
+
+def run_search(opts: ProbeOptions, log_scale: bool, evaluate: Callable[..., None],
+               results: dict) -> str:
+    """The search ``opts`` ask for over ``opts.grid``: ``evaluate(values, loose=False)`` fits and
+    scores each value into ``results`` {value: (score, ...)}; returns the search that ran
+    ('grid', 'path', or 'refine' when refinement steps ran). In-memory and streamed
+    (:mod:`.stream_train`) selections share it."""
     search = opts.resolved_search() if hasattr(opts, "resolved_search") else "grid"
     if search == "path":
         _path(evaluate, results, list(opts.grid))
     else:
         evaluate(list(opts.grid))
-    steps = opts.refine_steps_to_run() if spec.log_scale else 0
+    steps = opts.refine_steps_to_run() if log_scale else 0
     for _ in range(steps):
         evaluate(_refine_candidates(results))
+    return "refine" if steps else search
+
+
+def choose(results: dict, param: str) -> tuple[Any, list[dict]]:
+    """The chosen value of ``results`` {value: (score, ...)} and the curve
+    [{param: v, "score": s}, ...] sorted by v."""
     values = sorted(results)
     best = _plateau_middle(values, [results[v][0] for v in values])
-    curve = [{spec.param: v, "score": json_number(results[v][0])} for v in values]
-    warm = folds[0].fitted.get(best) if search == "path" and len(folds) == 1 else None
-    return Selection(scheme, "refine" if steps else search, spec.param, best, curve, eval_y,
-                     results[best][1], n_fits, n_iter, time.perf_counter() - t0, n_passes, warm)
+    return best, [{param: v, "score": json_number(results[v][0])} for v in values]
+
+
+def fit_settings(tol: float, loose: bool, solver: Any = None) -> dict[str, Any]:
+    """``tol`` and ``min_iter`` of a torch solver's fit (``solver``: its estimator or class, for
+    its ``path_tol_factor``) at the full ``tol``, or at the path search's loose one."""
+    if not loose:
+        return {"tol": tol, "min_iter": 0}
+    return {"tol": tol * getattr(solver, "path_tol_factor", PATH_TOL_FACTOR),
+            "min_iter": PATH_MIN_ITER}
 
 
 def _path(evaluate: Callable, results: dict, grid: list) -> None:
@@ -165,7 +190,7 @@ def _path(evaluate: Callable, results: dict, grid: list) -> None:
     worse = 0
     for v in grid:
         evaluate([v], loose=True)
-        best = max(_finite(s) for s, _ in results.values())
+        best = max(_finite(r[0]) for r in results.values())
         worse = worse + 1 if _finite(results[v][0]) < best else 0
         if worse >= PATH_PATIENCE:
             break
@@ -184,9 +209,7 @@ def _fit_score(spec: ProbeSpec, opts: ProbeOptions, seed: int, fold: Fold, v: An
     if clf is None:
         clf = spec.build(v, opts, seed)
     if "min_iter" in clf.get_params():   # the torch solvers
-        factor = getattr(clf, "path_tol_factor", PATH_TOL_FACTOR)
-        clf.set_params(tol=opts.tol * factor if loose else opts.tol,
-                       min_iter=PATH_MIN_ITER if loose else 0)
+        clf.set_params(**fit_settings(opts.tol, loose, clf))
     with warnings.catch_warnings():
         # Non-converged fits at tiny/huge C are part of any sweep; the curve shows their score.
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -1,9 +1,11 @@
 """The ``train`` protocol for ``logreg`` with ``chunk_mb``: the file is streamed, never loaded.
 
 Same protocol and artifacts as :func:`.train.train_probe` (which hands over to
-:func:`train_streamed` when the option is set): C is searched over the grid (and refined) with
-fits on the train split scored on the val split, warm-starting from the nearest fitted C; the
-chosen C is refit on train+val (warm-started from its selection fit) and test is scored once.
+:func:`train_streamed` when the option is set): C is searched as ``search`` says (the
+``path`` by default, else the grid, refined or not; :func:`.selection.run_search`) with fits on
+the train split scored on the val split, warm-starting from the nearest fitted C; the chosen C
+is refit on train+val at the full tol (warm-started from its selection fit) and test is scored
+once.
 Every fit and every scoring pass reads the embeddings ``chunk_mb`` MiB at a time
 (:mod:`.streaming`); what stays in memory is one value per row (ids, labels, split) and the
 (n_val or n_test, C) scores, not the (N, D) matrix. Differences from the in-memory path: the
@@ -28,14 +30,13 @@ from linprobe.features.store import EmbeddingSet, read_embeddings
 from linprobe.schema import ArtifactPaths, RunMetrics
 from linprobe.threads import fit_scope, fit_threads
 
-from . import metrics as M
 from . import persist
 from .blocks import H5Blocks, rows_for_mb, torchrun_world
 from .options import LogregOptions, resolve_options
 from .probes import ProbeSpec, get_probe
-from .selection import SCORERS, Selection, _plateau_middle, _refine_candidates
+from .selection import SCORERS, Selection, choose, fit_settings, run_search
 from .streaming import fit_normalizer, fit_streamed, score_streamed
-from .torch_lbfgs import torch_device
+from .torch_lbfgs import TorchLogisticRegression, torch_device
 from .runfiles import score_run, write_run
 
 
@@ -93,45 +94,42 @@ def train_streamed(path: Path, probe: str, out_dir: str | Path, given: LogregOpt
 
 
 def _fit(opts: LogregOptions, device: str, blocks: H5Blocks, C: float, init=None,
-         normalizer=None):
-    """One streamed fit under the active thread controller (its progress bar counts it)."""
+         normalizer=None, loose: bool = False):
+    """One streamed fit under the active thread controller (its progress bar counts it);
+    ``loose``: at the path search's loose tolerance."""
     unit = SimpleNamespace(n_iter_=0)    # what fit_scope reads the solver's iterations from
     with fit_scope(unit):
         model = fit_streamed(blocks, C, normalize=opts.normalize, max_iter=opts.max_iter,
-                             tol=opts.tol, class_weight=opts.class_weight, device=device,
-                             init=init, normalizer=normalizer)
+                             class_weight=opts.class_weight, device=device, init=init,
+                             normalizer=normalizer,
+                             **fit_settings(opts.tol, loose, TorchLogisticRegression))
         unit.n_iter_ = model.named_steps["probe"].n_iter_
     return model
 
 
 def _select(spec: ProbeSpec, opts: LogregOptions, device: str, blocks: dict, n_classes: int
             ) -> tuple[Selection, dict]:
-    """The val-split search of :func:`.selection.select`, each fit and score streamed; also
-    returns the fitted pipelines by C (the refit warm-starts from the chosen one)."""
+    """The val-split search of :func:`.selection.select` (its :func:`.selection.run_search`),
+    each fit and score streamed; also returns the fitted pipelines by C (the refit
+    warm-starts from the chosen one)."""
     t0 = time.perf_counter()
     norm = fit_normalizer(opts.normalize, blocks["train"])   # one pass, shared by every C
     score_fn = SCORERS[opts.selection_metric]
     fitted, results, n_iter = {}, {}, 0
 
-    def evaluate(values: list) -> None:
+    def evaluate(values: list, loose: bool = False) -> None:
         nonlocal n_iter
         for v in values:
             near = min(fitted, key=lambda u: abs(np.log(u) - np.log(v))) if fitted else None
-            fitted[v] = _fit(opts, device, blocks["train"], v, fitted.get(near), norm)
+            fitted[v] = _fit(opts, device, blocks["train"], v, fitted.get(near), norm, loose)
             n_iter += int(np.max(fitted[v].named_steps["probe"].n_iter_))
             s, y_va = score_streamed(fitted[v], blocks["val"], n_classes)
             results[v] = (score_fn(y_va, s), s, y_va)
 
-    evaluate(list(opts.grid))
-    steps = opts.refine_steps_to_run()
-    for _ in range(steps):
-        evaluate(_refine_candidates(results))
-    values = sorted(results)
-    best = _plateau_middle(values, [results[v][0] for v in values])
-    curve = [{spec.param: v, "score": M.json_number(results[v][0])} for v in values]
-    sel = Selection("val", "refine" if steps else "grid", spec.param, best, curve,
-                    results[best][2], results[best][1], len(results), n_iter,
-                    time.perf_counter() - t0)
+    search = run_search(opts, spec.log_scale, evaluate, results)
+    best, curve = choose(results, spec.param)
+    sel = Selection("val", search, spec.param, best, curve, results[best][2], results[best][1],
+                    len(results), n_iter, time.perf_counter() - t0)
     return sel, fitted
 
 

@@ -4,17 +4,17 @@
 :class:`~linprobe.models.torch_lbfgs.TorchLogisticRegression` (sklearn's lbfgs
 LogisticRegression: ``(1 / sum(w)) * [sum_i w_i CE(x_i W^T + b, y_i) + ||W||^2 / (2 C)]``, class
 weights ``w``, multinomial for >= 3 classes, one logistic row for 2, intercept not penalised)
-with ``torch.optim.LBFGS`` and the same settings and stopping rule (max |gradient| <= tol). Each
-evaluation of the closure is one pass over the row blocks of a :mod:`.blocks` source: per block
-the float32 logits and the analytic gradient ``(P - Y)^T X`` are computed on the device, and
-loss and gradient are summed in float64 across blocks (the parameters are float64 too). The
-normaliser (``standard``: the same statistics as :func:`.probes.fit_scaler`) comes from one
-streamed pass before and is applied to each block as it is read.
+with the same driver, loss-and-gradient code, settings and stopping rule
+(:func:`.lbfgs.minimize`, :func:`.lbfgs.block_loss_grad`): the in-memory fit is the one-block
+case. Each evaluation of the objective is one pass over the row blocks of a :mod:`.blocks`
+source, normalised as they are read (``standard``: the statistics of
+:func:`.probes.fit_scaler`, from one streamed pass before), in float32 with the loss summed in
+float64.
 
 Under torch.distributed (torchrun, gloo on CPU or nccl on GPUs) each rank streams its own share
 of the rows (``H5Blocks(..., rank, world)``) and the sums (normaliser statistics, class counts,
-loss and gradient) are all-reduced, so every rank takes the same L-BFGS steps and ends with the
-same model as one process (tests/models/test_streaming.py).
+loss and gradient, in float64) are all-reduced, so every rank takes the same L-BFGS steps and
+ends with the same model, the one process's optimum (tests/models/test_streaming.py).
 """
 
 from __future__ import annotations
@@ -106,13 +106,17 @@ def _class_weights(classes: np.ndarray, counts: np.ndarray, class_weight) -> np.
 
 def fit_streamed(blocks, C: float = 1.0, *, normalize: str = "standard", max_iter: int = 1000,
                  tol: float = 1e-4, class_weight=None, device: str = "auto",
-                 init: Pipeline | None = None,
-                 normalizer: BaseEstimator | None = None) -> Pipeline:
+                 init: Pipeline | None = None, normalizer: BaseEstimator | None = None,
+                 min_iter: int = 0) -> Pipeline:
     """Fit ``normalize`` + L2 logistic regression on the rows of ``blocks`` (labels: class
     indices >= 0); returns ``Pipeline([("normalize", ...), ("probe", LogisticRegression)])``,
-    the saved form of an in-memory fit. ``init`` (such a pipeline) warm-starts the solver;
-    ``normalizer`` (fitted on these rows) saves the normaliser's pass."""
+    the saved form of an in-memory fit (its probe's ``n_iter_``: the L-BFGS iterations).
+    ``init`` (such a pipeline) warm-starts the solver; ``normalizer`` (fitted on these rows)
+    saves the normaliser's pass; ``min_iter``: iterations before the tol may stop the run (the
+    path search's loose warm-started fits, :mod:`.selection`)."""
     import torch
+
+    from .lbfgs import Block, minimize
 
     if isinstance(C, bool) or not isinstance(C, (int, float)) or not C > 0:
         raise ValueError(f"The 'C' parameter must be a float > 0. Got {C!r} instead.")
@@ -135,26 +139,56 @@ def fit_streamed(blocks, C: float = 1.0, *, normalize: str = "standard", max_ite
     sw_sum = float((cw * counts).sum())
     k = 1 if len(classes) == 2 else len(classes)
     d = blocks.n_features
-    W = torch.zeros((k, d), dtype=torch.float64, device=dev)
-    b = torch.zeros(k, dtype=torch.float64, device=dev)
-    if init is not None:
-        prev = init.named_steps["probe"]
-        if prev.coef_.shape == (k, d):
-            W.copy_(torch.from_numpy(np.asarray(prev.coef_, np.float64)))
-            b.copy_(torch.from_numpy(np.asarray(prev.intercept_, np.float64)))
-    cw_t = torch.from_numpy(cw).to(dev, torch.float32)
-    mean, scale = _affine(norm, dev)
-    W.requires_grad_(True)
-    b.requires_grad_(True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
-                            tolerance_change=64 * np.finfo(float).eps, history_size=10,
-                            line_search_fn="strong_wolfe")
-    n_eval = [0]
+    W0, b0 = np.zeros((k, d), np.float32), np.zeros(k, np.float32)
+    if init is not None and init.named_steps["probe"].coef_.shape == (k, d):
+        W0, b0 = init.named_steps["probe"].coef_, init.named_steps["probe"].intercept_
+    # TorchLogisticRegression's parametrisation: weights w / sum(w), penalty 1 / (C sum(w)).
+    S_class = torch.from_numpy((cw / sw_sum).astype(np.float32)).to(dev)
+    r = torch.full((k,), 1.0 / (float(C) * sw_sum), dtype=torch.float32, device=dev)
+    normalised = _normaliser_on(norm, normalize, d, dev)
 
-    buf = [torch.empty((0, d), dtype=torch.float32, device=dev)]   # the normalised block
+    def rows():
+        """The problem's blocks, read afresh for each evaluation of the objective."""
+        for X, y in blocks:
+            yi = torch.from_numpy(index[y]).to(dev)
+            S = S_class[yi]
+            Xt = normalised(_to(X, dev))
+            yield (Block(Xt, yi[:, None].to(torch.float32), S[:, None]) if k == 1
+                   else Block(Xt, yi, S))
+
+    def sums(parts: list) -> list:
+        """[loss, dW, db] summed over the ranks (in float64), refused when not finite."""
+        value, gW, gb = parts
+        flat = torch.cat([torch.tensor([value], dtype=torch.float64, device=dev),
+                          gW.double().reshape(-1), gb.double()])
+        _reduce(flat)
+        if not torch.isfinite(flat[0]):    # NaN/inf rows (the standard pass finds them first)
+            raise ValueError(_not_finite(blocks))
+        return [float(flat[0]), flat[1:1 + k * d].reshape(k, d).to(gW.dtype),
+                flat[1 + k * d:].to(gb.dtype)]
+
+    res = minimize("sigmoid" if k == 1 else "softmax", rows,
+                   torch.from_numpy(np.array(W0, np.float32)).to(dev),
+                   torch.from_numpy(np.array(b0, np.float32)).to(dev), r, penalize_bias=False,
+                   max_iter=max_iter, tol=tol, min_iter=min_iter, reduce=sums)
+    clf = TorchLogisticRegression(C=float(C), max_iter=max_iter, tol=tol,
+                                  class_weight=class_weight, device=device)
+    clf.classes_ = classes
+    clf.coef_, clf.intercept_ = res.W, res.b
+    clf.n_features_in_ = d
+    clf.n_iter_ = np.array([res.n_iter])
+    return assemble(norm, clf.to_sklearn())
+
+
+def _normaliser_on(norm: BaseEstimator, normalize: str, d: int, dev):
+    """A function normalising a float32 device block (m, D) into one buffer reused across
+    blocks and passes (grown as needed): fresh arrays of varying size grow glibc's heap."""
+    import torch
+
+    mean, scale = _affine(norm, dev)
+    buf = [torch.empty((0, d), dtype=torch.float32, device=dev)]
 
     def normalised(Xt):
-        """Xt normalised into one buffer reused across blocks and passes (grown as needed)."""
         if mean is None and normalize != "l2":
             return Xt
         if len(Xt) > len(buf[0]):
@@ -164,49 +198,7 @@ def fit_streamed(blocks, C: float = 1.0, *, normalize: str = "standard", max_ite
             return torch.sub(Xt, mean, out=out).div_(scale)
         return torch.div(Xt, Xt.norm(dim=1, keepdim=True).clamp_min(1e-30), out=out)
 
-    def closure():
-        W32, b32 = W.detach().float(), b.detach().float()
-        acc = torch.zeros(1 + k * d + k, dtype=torch.float64, device=dev)
-        with torch.no_grad():
-            for X, y in blocks:
-                Xt = normalised(_to(X, dev))
-                yi = torch.from_numpy(index[y]).to(dev)
-                w = cw_t[yi]
-                Z = Xt @ W32.T + b32
-                if k == 1:
-                    yf = yi.to(torch.float32)
-                    z = Z[:, 0]
-                    pointwise = torch.nn.functional.binary_cross_entropy_with_logits(
-                        z, yf, reduction="none")
-                    R = (w * (torch.sigmoid(z) - yf))[:, None]
-                else:
-                    logp = torch.log_softmax(Z, dim=1)
-                    pointwise = -logp.gather(1, yi[:, None])[:, 0]
-                    R = logp.exp_()
-                    R[torch.arange(len(yi), device=dev), yi] -= 1
-                    R *= w[:, None]
-                acc[0] += (w * pointwise).sum(dtype=torch.float64)
-                acc[1:1 + k * d] += (R.T @ Xt).double().reshape(-1)
-                acc[1 + k * d:] += R.sum(0, dtype=torch.float64)
-            _reduce(acc)
-            if not torch.isfinite(acc[0]):    # NaN/inf rows (the standard pass finds them first)
-                raise ValueError(_not_finite(blocks))
-            Wd = W.detach()
-            loss = (acc[0] + (Wd * Wd).sum() / (2 * C)) / sw_sum
-            W.grad = ((acc[1:1 + k * d].reshape(k, d) + Wd / C) / sw_sum)
-            b.grad = acc[1 + k * d:] / sw_sum
-        n_eval[0] += 1
-        return loss
-
-    opt.step(closure)
-    clf = TorchLogisticRegression(C=float(C), max_iter=max_iter, tol=tol,
-                                  class_weight=class_weight, device=device)
-    clf.classes_ = classes
-    clf.coef_ = W.detach().cpu().numpy()
-    clf.intercept_ = b.detach().cpu().numpy()
-    clf.n_features_in_ = d
-    clf.n_iter_ = np.array([opt.state[opt._params[0]].get("n_iter", n_eval[0])])
-    return assemble(norm, clf.to_sklearn())
+    return normalised
 
 
 def _not_finite(blocks) -> str:
