@@ -16,7 +16,7 @@ from typing import Any
 from linprobe.finetune.config import ARMS
 from linprobe.reports import figures
 from linprobe.reports.collect import Run
-from linprobe.reports.sections import _headline_ci, _num, _outputs, paired_or_none
+from linprobe.reports.sections import headline_ci, number, outputs_for, paired_or_none
 
 
 def is_arm(run: Run) -> bool:
@@ -29,8 +29,8 @@ def _history(run: Run) -> list[dict[str, Any]]:
     history = run.metrics.get("history")
     if not isinstance(history, list):
         return []
-    return [h for h in history if isinstance(h, dict) and _num(h.get("epoch")) is not None
-            and _num(h.get("train_loss")) is not None and _num(h.get("lr")) is not None]
+    return [h for h in history if isinstance(h, dict) and number(h.get("epoch")) is not None
+            and number(h.get("train_loss")) is not None and number(h.get("lr")) is not None]
 
 
 def _curves(run: Run) -> list[dict[str, Any]]:
@@ -43,28 +43,29 @@ def _curves(run: Run) -> list[dict[str, Any]]:
     out = []
     for lr, records in by_lr.items():
         records.sort(key=lambda h: h["epoch"])
-        picked = _num(chosen.get("lr")) == lr
+        picked = number(chosen.get("lr")) == lr
         out.append({"label": f"{run.probe} lr={lr:g}" + (" (chosen)" if picked else ""),
                     "group": run.probe,
                     "epoch": [int(h["epoch"]) for h in records],
                     "train_loss": [float(h["train_loss"]) for h in records],
-                    "val": [_num(h.get("val")) for h in records],
-                    "chosen": int(chosen["epoch"]) if picked and _num(chosen.get("epoch"))
+                    "val": [number(h.get("val")) for h in records],
+                    "chosen": int(chosen["epoch"]) if picked and number(chosen.get("epoch"))
                     is not None else None})
     return out
 
 
 def _row(run: Run, kind: str) -> dict[str, Any]:
-    ci, ci_source = _headline_ci(run)
+    ci, ci_source = headline_ci(run)
     cost = run.section("train_cost")
     sel = run.section("selection")
     return {"kind": kind, "probe": run.probe, "anchor": f"run-{run.backbone}-{run.probe}",
             "headline": run.headline, "value": run.headline_value, "ci": ci,
             "ci_source": ci_source, "solver": run.metrics.get("solver"),
             "params": sel.get("params") if isinstance(sel.get("params"), dict) else None,
-            "seconds": _num(cost.get("seconds")) if cost else _num(run.metrics.get("fit_seconds")),
-            "images_per_s": _num(cost.get("images_per_s")),
-            "epochs": _num(cost.get("epochs")), "device": cost.get("device")}
+            "seconds": (number(cost.get("seconds")) if cost
+                        else number(run.metrics.get("fit_seconds"))),
+            "images_per_s": number(cost.get("images_per_s")),
+            "epochs": number(cost.get("epochs")), "device": cost.get("device")}
 
 
 def probe_vs_finetune(runs: list[Run], attrs: dict[str, dict[str, Any]],
@@ -80,7 +81,7 @@ def probe_vs_finetune(runs: list[Run], attrs: dict[str, dict[str, Any]],
         arms = sorted((r for r in mine if is_arm(r)), key=lambda r: ARMS.index(r.metrics["probe_type"]))
         scored = [r for r in mine if not is_arm(r) and r.headline_value is not None]
         best = max(scored, key=lambda r: r.headline_value) if scored else None
-        outputs = {r.probe: _outputs(r, artifacts) for r in arms + ([best] if best else [])}
+        outputs = {r.probe: outputs_for(r, artifacts) for r in arms + ([best] if best else [])}
         diffs = []
         for arm in arms:
             if best is not None:
@@ -97,8 +98,8 @@ def probe_vs_finetune(runs: list[Run], attrs: dict[str, dict[str, Any]],
             "rows": ([_row(best, "best linear probe")] if best else [])
                     + [_row(r, "reference arm") for r in arms],
             "diffs": diffs,
-            "extract": {"seconds": _num(a.get("seconds")),
-                        "images_per_s": _num(a.get("images_per_s")),
+            "extract": {"seconds": number(a.get("seconds")),
+                        "images_per_s": number(a.get("images_per_s")),
                         "device": a.get("device")},
             "curves": figures.training_curves_uri(curves, str(metric)) if curves else None,
         })

@@ -25,14 +25,15 @@ HTML_MATRIX_MAX = 25  # up to this many classes the confusion matrix is an HTML 
 _KEY_ORDER = ("precision", "recall", "f1", "ap", "support")
 
 
-def _num(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A JSON number as float; None for null, absent, a bool or anything else."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
+def headline_ci(run: Run) -> tuple[list[float] | None, str | None]:
     """95% CI of the headline metric: from the metrics file, else bootstrapped from predictions."""
     ci = run.section("test_ci").get(run.headline)
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(v) is not None for v in ci):
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(number(v) is not None for v in ci):
         return [float(ci[0]), float(ci[1])], "metrics file"
     if run.headline == "accuracy" and run.predictions is not None and len(run.predictions.ids):
         correct = 1.0 - run.predictions.wrong(run.task)
@@ -55,10 +56,10 @@ def paired_or_none(a: RunOutputs | None, b: RunOutputs | None) -> dict[str, Any]
 
 def _vs_best(best: RunOutputs | None, other: Run, artifacts: Path) -> dict[str, Any] | None:
     """:func:`paired_or_none` of best minus other."""
-    return paired_or_none(best, _outputs(other, artifacts))
+    return paired_or_none(best, outputs_for(other, artifacts))
 
 
-def _outputs(run: Run, artifacts: Path) -> RunOutputs | None:
+def outputs_for(run: Run, artifacts: Path) -> RunOutputs | None:
     """The run's test outputs from what load_runs already read (scores, for multilabel, from
     disk); None when its predictions or scores are missing."""
     if run.predictions is None:
@@ -84,11 +85,11 @@ def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]],
         scored = [r for r in group if r.headline_value is not None]
         if scored:
             best[probe] = max(scored, key=lambda r: r.headline_value)
-    best_outputs = {p: _outputs(r, artifacts) for p, r in best.items()}
+    best_outputs = {p: outputs_for(r, artifacts) for p, r in best.items()}
     rows = []
     for r in runs:
         a = attrs.get(r.backbone, {})
-        ci, ci_source = _headline_ci(r)
+        ci, ci_source = headline_ci(r)
         sel = r.section("selection")
         is_best = best.get(r.probe) is r
         cmp = None if is_best or r.probe not in best else \
@@ -98,12 +99,12 @@ def leaderboard(runs: list[Run], attrs: dict[str, dict[str, Any]],
             "backbone": r.backbone, "probe": r.probe,
             "spec": r.metrics.get("backbone_spec") or a.get("backbone"),
             "headline": r.headline, "value": r.headline_value, "ci": ci, "ci_source": ci_source,
-            "val": _num(val.get(r.headline, val.get(sel.get("metric", ""), None))),
+            "val": number(val.get(r.headline, val.get(sel.get("metric", ""), None))),
             "params": sel.get("params") if isinstance(sel.get("params"), dict) else None,
             "embed_dim": r.metrics.get("embed_dim", a.get("embed_dim")),
-            "num_params": _num(a.get("num_params")),
-            "images_per_s": _num(a.get("images_per_s")),
-            "fit_seconds": _num(r.metrics.get("fit_seconds")),
+            "num_params": number(a.get("num_params")),
+            "images_per_s": number(a.get("images_per_s")),
+            "fit_seconds": number(r.metrics.get("fit_seconds")),
             "solver": r.metrics.get("solver") if isinstance(r.metrics.get("solver"), str) else None,
             "is_best": is_best, "vs_best": cmp,
             "tied_with_best": bool(cmp is not None and not cmp["significant"]),
@@ -159,7 +160,7 @@ def crop_loss_rows(attrs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for name, a in attrs.items():
         loss, pre = a.get("crop_loss"), a.get("preprocess")
         keys = ("mean", "p90", "share_cut", "cut_threshold")
-        if not isinstance(loss, dict) or any(_num(loss.get(k)) is None for k in keys):
+        if not isinstance(loss, dict) or any(number(loss.get(k)) is None for k in keys):
             continue  # older file, or hand-edited: nothing trustworthy to show
         mode = str(pre.get("resize_mode", "crop")) if isinstance(pre, dict) else "crop"
         rows.append({"backbone": name, "mode": mode, **{k: float(loss[k]) for k in keys},
@@ -238,7 +239,7 @@ def run_detail(run: Run, data_root: str | None, *, gallery_limit: int,
         out["confused_pairs"] = stats.top_confused_pairs(arr, names)
     out["ap_bars"] = out["pr_curves"] = None
     if run.task == "multilabel" and per_class:
-        ap_names = [n for n in per_class if _num(per_class[n].get("ap")) is not None]
+        ap_names = [n for n in per_class if number(per_class[n].get("ap")) is not None]
         if ap_names:
             out["ap_bars"] = figures.ap_bars_uri(ap_names, [per_class[n]["ap"] for n in ap_names])
         if run.section("pr_curves"):
