@@ -18,9 +18,11 @@ from linprobe.finetune.config import AUGMENT, ARMS, FinetuneConfig
 from linprobe.pipeline.params import Params
 
 # finetune.* keys dvc.yaml's stage lists one by one (a test checks it): every setting but the
-# lists that choose the runs (editing those must not re-run the other runs) and `workers`, which
-# changes the speed of decoding, not the result.
-NOT_STAGE_PARAMS = ("backbones", "arms", "workers")
+# lists that choose the runs (editing those must not re-run the other runs), `workers`, which
+# changes the speed of decoding, not the result, and `threads`, which changes the speed (and on
+# CPU the last bits of each step, as any other thread count of the machine would: not a reason
+# to train again).
+NOT_STAGE_PARAMS = ("backbones", "arms", "workers", "threads")
 STAGE_KEYS: tuple[str, ...] = tuple(
     k for k in [f.name for f in fields(FinetuneConfig) if f.name not in AUGMENT.values()]
     + ["augment"] if k not in NOT_STAGE_PARAMS)
