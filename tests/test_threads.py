@@ -95,6 +95,21 @@ def test_busy_machine_note_says_threads_went_down(tmp_path):
     assert describe(rec).startswith("auto of 2 cores: 1 thread x 3, 2 threads x 4; ")
 
 
+def test_unit_done_records_the_unit_and_applies_the_next_count(tmp_path):
+    # The per-batch step extraction and fine-tuning share: time the unit, re-choose, apply.
+    c, stat = _recorded_controller(tmp_path)
+    before = torch.get_num_threads()
+    try:
+        k = c.choose()
+        c.start_units()
+        assert c.unit_done(8, k) == 2 and c.used == {2: 1} and c.rates[0] > 0
+        stat.write_text(STAT_B)            # others took a core
+        assert c.unit_done(8, 2) == 1      # recorded with the 2 it ran on; the next gets 1
+        assert c.used == {2: 2} and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_one_slow_unit_is_not_a_busy_machine(tmp_path):
     c, _ = _recorded_controller(tmp_path)
     c.choose()

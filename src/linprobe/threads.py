@@ -114,6 +114,7 @@ class ThreadController:
         self.reference: float | None = None
         self.others: float | None = None        # the last reading of cores used by others
         self._last_check = -float("inf")
+        self._unit_start = time.perf_counter()  # see start_units
         self.bar: Any = None                    # a tqdm bar each fit unit advances (train)
 
     def choose(self) -> int:
@@ -141,6 +142,22 @@ class ThreadController:
         if self.reference is None and len(self.rates) > REFERENCE_UNITS:
             ref = self.rates[1:REFERENCE_UNITS + 1]
             self.reference = sorted(ref)[len(ref) // 2]
+
+    def start_units(self) -> None:
+        """Start the clock of a loop of units, each closed by :meth:`unit_done`."""
+        self._unit_start = time.perf_counter()
+
+    def unit_done(self, amount: float, threads: int) -> int:
+        """Record the unit just run with ``threads`` (timed since the last call, or since
+        :meth:`start_units`) and return the threads for the next one: re-chosen, and applied
+        to torch and the pools (:func:`apply_threads`) when they changed."""
+        now = time.perf_counter()
+        self.observe(amount, now - self._unit_start, threads)
+        self._unit_start = now
+        if self.choose() != threads:
+            threads = self.threads
+            apply_threads(threads)
+        return threads
 
     def count(self, threads: int) -> None:
         """Record a unit run with ``threads`` whose rate says nothing about the machine."""

@@ -45,7 +45,7 @@ from linprobe.features.loader import DecodedBatches, decode_pool
 from linprobe.features.shards import Shard, kill_hook, shard_path, shard_rows
 from linprobe.features.store import read_attrs
 from linprobe.features.writer import EmbeddingWriter
-from linprobe.threads import ThreadController, apply_threads, limit_threads
+from linprobe.threads import ThreadController, limit_threads
 
 _SKIP_FIX = ("fix or remove the file, or re-run with --on-error skip (params: extract.on_error: "
              "skip) to leave unreadable images out")
@@ -352,7 +352,7 @@ def _loop(
     batches.threads = min(k, width)
     try:
         with torch.inference_mode(), limit_threads(k):
-            t_prev = time.perf_counter()
+            threads.start_units()
             for x, errors in loader:
                 b = x.shape[0]
                 skipped: list[dict[str, Any]] = []
@@ -373,13 +373,8 @@ def _loop(
                 block = emb if emb is not None else np.empty((0, writer.embed_dim), np.float32)
                 writer.append(block, processed=pos + b, skipped=skipped)
                 pos += b
-                now = time.perf_counter()
-                threads.observe(b, now - t_prev, k)  # decoding + forward + append
-                t_prev = now
-                if threads.choose() != k:  # for the next batch
-                    k = threads.threads
-                    apply_threads(k)
-                    batches.threads = min(k, width)
+                k = threads.unit_done(b, k)  # decoding + forward + append; the next batch's k
+                batches.threads = min(k, width)
                 bar.set_postfix_str(threads.postfix(), refresh=False)
                 bar.update(b)
                 if after_batch is not None:

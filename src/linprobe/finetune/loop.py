@@ -33,7 +33,7 @@ from linprobe.finetune.data import Augment, TrainBatches, epoch_seed, loader
 from linprobe.finetune.model import FinetuneNet, param_groups, train_mode
 from linprobe.models import persist
 from linprobe.schema import EpochRecord
-from linprobe.threads import ThreadController, apply_threads, limit_threads
+from linprobe.threads import ThreadController, limit_threads
 
 
 @dataclass
@@ -248,7 +248,7 @@ def _epoch(s: Setup, net: FinetuneNet, opt: torch.optim.Optimizer,
                file=sys.stderr)
     try:
         with limit_threads(k):
-            t_prev = time.perf_counter()
+            ctl.start_units()
             for x, y in loader(batches, s.device, s.workers):
                 loss = _step(s, net, opt, sched, scaler, loss_fn, x, y, scale, shift)
                 if not math.isfinite(loss):
@@ -257,13 +257,8 @@ def _epoch(s: Setup, net: FinetuneNet, opt: torch.optim.Optimizer,
                         "learning rates (finetune.lrs) or use precision float32")
                 total_loss += loss * len(x)
                 seen += len(x)
-                now = time.perf_counter()
-                ctl.observe(len(x), now - t_prev, k)   # decoding + forward + backward + step
-                t_prev = now
-                if ctl.choose() != k:   # for the next batch
-                    k = ctl.threads
-                    apply_threads(k)
-                    batches.threads = min(k, s.threads)
+                k = ctl.unit_done(len(x), k)   # decoding + forward + backward + step
+                batches.threads = min(k, s.threads)
                 bar.set_postfix_str(f"loss {total_loss / seen:.4f}, {ctl.postfix()}",
                                     refresh=False)
                 bar.update(len(x))
